@@ -1,0 +1,1 @@
+"""Offline assets: pinned PyPI packages -> verified downloads -> converted cache."""

@@ -1,0 +1,61 @@
+"""``layerprune-assets``: fetch and convert the offline assets into the cache.
+
+layerprune-assets                      # the default set (SmolLM2-135M, benchmarks, text)
+layerprune-assets gemma3-270m          # extra models on request
+layerprune-assets --list               # what exists and what is built
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from layerprune import paths
+from layerprune.assets.build import build, is_built, manifest
+from layerprune.assets.registry import ASSETS, default_assets
+from layerprune.errors import LayerpruneError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="layerprune-assets", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help=f"assets to build (default: {default_assets()})")
+    parser.add_argument("--list", action="store_true", help="list assets and their state")
+    args = parser.parse_args(argv)
+
+    print(f"asset cache: {paths.home()}  (set LAYERPRUNE_HOME to move it)")
+    if args.list:
+        for name, a in ASSETS.items():
+            state = "built" if is_built(name) else "-"
+            extra = "" if a.default else " (extra)"
+            print(f"  {name:14s} {state:6s} {a.description}{extra}")
+        return 0
+
+    names = args.names or default_assets()
+    built = []
+    try:
+        for i, name in enumerate(names, 1):
+            print(f"[{i}/{len(names)}] {name}")
+            status = build(name)
+            built.append(status)
+            print(f"  {'already built, nothing to do' if status == 'cached' else 'built'}")
+            _print_counts(name)
+    except LayerpruneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if all(s == "cached" for s in built):
+        print("all assets already built; nothing to do")
+    return 0
+
+
+def _print_counts(name: str) -> None:
+    m = manifest(name)
+    for key in ("rows", "documents"):
+        for group, splits in (m.get(key) or {}).items():
+            print(f"  {group}: " + ", ".join(f"{s} {n:,}" for s, n in splits.items()))
+    if "parameters" in m:
+        print(f"  {m['class']}: {m['num_hidden_layers']} blocks, {m['parameters']:,} parameters")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

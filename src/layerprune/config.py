@@ -1,0 +1,184 @@
+"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+
+The root schema types every group, so a misspelled key or a value of the wrong type fails
+when Hydra composes the config, naming the key. Choices are Enums (an unknown value lists the
+valid ones). Checks that types cannot express (ranges, combinations) live in ``__post_init__``
+and run in ``validate()``, before anything is loaded or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from layerprune.errors import LayerpruneError
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # a Hugging Face Hub id (needs the Hub)
+    path = "path"  # a local HF folder
+    asset = "asset"  # a model built by ``layerprune-assets``
+    random = "random"  # random weights from a seeded config (tests)
+
+
+class DType(str, Enum):
+    auto = "auto"  # bfloat16 on CUDA, float32 on CPU
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class TextSource(str, Enum):
+    c4 = "c4"  # offline C4 documents (asset "text")
+    wiki = "wiki"  # offline Wikipedia articles (asset "text")
+
+
+class TextSplit(str, Enum):
+    calibration = "calibration"
+    healing = "healing"
+    evaluation = "evaluation"
+
+
+@dataclass
+class RandomModelConfig:
+    """Shape of a random-weight model (tests): small enough to run in milliseconds."""
+
+    family: str = "llama"  # llama | qwen2 | mistral | gemma3_text
+    num_hidden_layers: int = 8
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vocab_size: int = 272  # >= the byte-level test tokenizer (257 tokens)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        families = ("llama", "qwen2", "mistral", "gemma3_text")
+        if self.family not in families:
+            raise LayerpruneError(
+                f"model.random.family={self.family!r}: expected one of {families}"
+            )
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name for run dirs and tables
+    source: ModelSource = ModelSource.hub
+    id: str = MISSING  # Hub id, folder, or asset name
+    revision: str | None = None
+    dtype: DType = DType.auto
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device_map: str | None = None  # e.g. "auto" to shard over all GPUs (accelerate)
+    load_in_4bit: bool = False  # bitsandbytes nf4
+    trust_remote_code: bool = False
+    random: RandomModelConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == ModelSource.random and self.random is None:
+            raise LayerpruneError("model.source=random needs a model.random block")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+            raise LayerpruneError(f"model.device={dev!r}: expected auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class CalibrationConfig:
+    """Text for the scan (and, from its ``healing`` split, for healing)."""
+
+    source: TextSource = TextSource.c4
+    split: TextSplit = TextSplit.calibration
+    num_sequences: int = 32
+    seq_len: int = 256
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("num_sequences", "seq_len", "batch_size"):
+            if getattr(self, key) < 1:
+                raise LayerpruneError(f"calibration.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclass
+class PruningMethodConfig:
+    name: str = "none"
+
+
+@dataclass
+class MetricConfig:
+    name: str = "angular"
+
+
+@dataclass
+class HealingConfig:
+    name: str = "none"
+
+
+@dataclass
+class PerplexityConfig:
+    """Token perplexity on held-out text: documents joined with EOS, cut into windows."""
+
+    source: TextSource = TextSource.wiki
+    split: TextSplit = TextSplit.evaluation
+    context_length: int = 512
+    stride: int = 512  # < context_length scores each window's last ``stride`` tokens only
+    max_tokens: int = 16384  # 0 = the whole split
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stride <= self.context_length:
+            raise LayerpruneError(
+                f"perplexity stride {self.stride} must be in [1, context_length="
+                f"{self.context_length}]"
+            )
+        if self.split != TextSplit.evaluation:
+            raise LayerpruneError("perplexity must use the evaluation split (held-out text)")
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = MISSING
+    perplexity: list[PerplexityConfig] = field(default_factory=list)
+
+
+@dataclass
+class TrackingConfig:
+    name: str = "none"
+
+
+@dataclass
+class Config:
+    """The root: one job of scan -> prune -> heal -> evaluate."""
+
+    model: ModelConfig = MISSING
+    calibration: CalibrationConfig = MISSING
+    pruning_method: PruningMethodConfig = MISSING
+    metric: MetricConfig = MISSING
+    healing: HealingConfig = MISSING
+    benchmark: BenchmarkConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    experiment: str | None = None  # set by conf/experiment files; used to filter reports
+    fraction: float = 0.0  # of blocks (block methods) or of sublayers (FinerCut)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
+
+
+def register() -> None:
+    """Put the root schema into Hydra's ConfigStore as ``base_config`` (conf/config.yaml's
+    first default); it types every group, so group files need no schema of their own."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Turn a composed config into checked dataclasses; raises ``LayerpruneError`` on bad values."""
+    try:
+        return OmegaConf.to_object(cfg)  # runs every __post_init__
+    except LayerpruneError:
+        raise
+    except Exception as e:  # omegaconf errors carry the key: keep their first line
+        raise LayerpruneError(str(e).splitlines()[0]) from e

@@ -1,0 +1,1 @@
+"""Text and token data for calibration, healing and evaluation."""

@@ -1,0 +1,83 @@
+"""Token-level loss and perplexity of a causal LM on held-out documents.
+
+Documents are tokenised, joined with EOS and cut into windows of ``context_length`` tokens,
+starting every ``stride`` tokens; each window scores only tokens no earlier window scored
+(with ``stride == context_length`` the windows are disjoint, as in most papers' tables). The result is the mean negative
+log-likelihood per scored token, and its exponent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class PerplexityResult:
+    loss: float  # mean NLL per scored token (nats)
+    perplexity: float
+    tokens: int  # tokens scored
+    context_length: int
+    stride: int
+
+
+def token_stream(tokenizer, documents: list[str], max_tokens: int = 0) -> torch.Tensor:
+    """Token ids of the documents joined with EOS, truncated to ``max_tokens`` (0 = all)."""
+    ids: list[int] = []
+    for doc in documents:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+        if max_tokens and len(ids) >= max_tokens:
+            break
+    return torch.tensor(ids[:max_tokens] if max_tokens else ids, dtype=torch.long)
+
+
+def windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, n_scored)`` per window: each window scores its last ``n_scored`` tokens.
+
+    No token is scored twice; a window's first token has no context inside it and is never
+    scored, so disjoint windows (stride == context_length) skip one token per window.
+    """
+    out = []
+    prev_end = 1  # token 0 has no context and is never scored
+    for begin in range(0, n_tokens - 1, stride):
+        end = min(begin + context_length, n_tokens)
+        if end <= prev_end:
+            break
+        out.append((begin, end, min(end - prev_end, end - begin - 1)))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return out
+
+
+@torch.no_grad()
+def perplexity(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    context_length: int,
+    stride: int,
+    batch_size: int = 4,
+    desc: str = "perplexity",
+) -> PerplexityResult:
+    """Score ``ids`` (1-D) with ``model`` in windows; batches windows of equal length."""
+    device = next(model.parameters()).device
+    spans = windows(len(ids), context_length, stride)
+    total_nll, total_tokens = 0.0, 0
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for span in spans:
+        groups.setdefault(span[1] - span[0], []).append(span)
+    batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
+        inputs = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)
+        logits = model(input_ids=inputs, use_cache=False).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        nll = -logprobs.gather(-1, inputs[:, 1:, None]).squeeze(-1)  # [B, T-1]
+        for row, (_, _, n_scored) in enumerate(batch):
+            total_nll += nll[row, -n_scored:].double().sum().item()
+            total_tokens += n_scored
+    loss = total_nll / max(total_tokens, 1)
+    return PerplexityResult(loss, math.exp(loss), total_tokens, context_length, stride)

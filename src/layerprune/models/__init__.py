@@ -1,0 +1,1 @@
+"""Loading models and answering "where are the blocks, attention, MLP" for each family."""

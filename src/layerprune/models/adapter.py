@@ -1,0 +1,97 @@
+"""One adapter for every decoder-only family: where the blocks, attention, MLP and norm are.
+
+Llama, Qwen2, Mistral and Gemma3 share the HF layout ``model.model.layers[i].{self_attn,mlp}``
+with ``o_proj`` / ``down_proj`` as the residual-branch outputs, so the adapter finds them by
+introspection instead of keeping a copy per family. A new family with the same layout only
+needs its ``model_type`` added to ``SUPPORTED``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from layerprune.errors import LayerpruneError
+
+SUPPORTED = ("llama", "qwen2", "mistral", "gemma3_text")
+
+
+def _child_with(block: nn.Module, attr: str) -> nn.Module:
+    """The unique direct child of ``block`` that has ``attr`` (e.g. ``o_proj``)."""
+    found = [m for _, m in block.named_children() if hasattr(m, attr)]
+    if len(found) != 1:
+        raise LayerpruneError(
+            f"{type(block).__name__}: expected one child with '{attr}', found {len(found)}"
+        )
+    return found[0]
+
+
+@dataclass(frozen=True)
+class BlockAdapter:
+    """Answers structural questions about a causal LM of a supported family."""
+
+    family: str
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> BlockAdapter:
+        """Check the family is supported and the layout is the expected one."""
+        family = getattr(model.config, "model_type", "?")
+        if family not in SUPPORTED:
+            raise LayerpruneError(
+                f"model family '{family}' is not supported (supported: {', '.join(SUPPORTED)})"
+            )
+        adapter = cls(family)
+        adapter.blocks(model)  # raises if the layout differs
+        return adapter
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The base transformer (``model.model``): embeddings, blocks, final norm."""
+        return model.get_decoder()
+
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The decoder blocks, in order."""
+        layers = getattr(self.decoder(model), "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise LayerpruneError(f"{type(model).__name__} has no decoder.layers ModuleList")
+        return layers
+
+    def attention(self, model: nn.Module, i: int) -> nn.Module:
+        """Self-attention sublayer of block ``i`` (the module holding ``o_proj``)."""
+        return _child_with(self.blocks(model)[i], "o_proj")
+
+    def mlp(self, model: nn.Module, i: int) -> nn.Module:
+        """MLP sublayer of block ``i`` (the module holding ``down_proj``)."""
+        return _child_with(self.blocks(model)[i], "down_proj")
+
+    def attention_out(self, model: nn.Module, i: int) -> nn.Linear:
+        """The projection whose output is the attention's residual-branch contribution."""
+        return self.attention(model, i).o_proj
+
+    def mlp_out(self, model: nn.Module, i: int) -> nn.Linear:
+        """The projection whose output is the MLP's residual-branch contribution."""
+        return self.mlp(model, i).down_proj
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        """The norm between the last block and ``lm_head``."""
+        return self.decoder(model).norm
+
+    def keep_blocks(self, model: nn.Module, kept: list[int]) -> None:
+        """Keep only blocks ``kept`` (original indices) and make config and caches agree.
+
+        Renumbers every ``layer_idx`` to 0..n-1 (the KV cache is indexed by it), sets
+        ``num_hidden_layers`` (models loop over ``layers[:num_hidden_layers]``) and slices
+        ``layer_types`` (Qwen2/Gemma3 pick each layer's attention kind from it).
+        """
+        layers = self.blocks(model)
+        if sorted(set(kept)) != list(kept) or not kept or kept[-1] >= len(layers):
+            raise LayerpruneError(f"kept blocks must be increasing indices < {len(layers)}: {kept}")
+        self.decoder(model).layers = nn.ModuleList([layers[i] for i in kept])
+        for new_idx, block in enumerate(self.blocks(model)):
+            for module in block.modules():
+                if isinstance(getattr(module, "layer_idx", None), int):
+                    module.layer_idx = new_idx
+        config = model.config
+        if getattr(config, "layer_types", None) is not None:
+            config.layer_types = [config.layer_types[i] for i in kept]
+        config.num_hidden_layers = len(kept)

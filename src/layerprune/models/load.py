@@ -1,0 +1,142 @@
+"""Load model + tokenizer + adapter from a Hub id, a local folder, an offline asset or a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from layerprune import paths
+from layerprune.config import DType, ModelConfig, ModelSource
+from layerprune.errors import LayerpruneError
+from layerprune.models.adapter import BlockAdapter
+
+WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
+
+
+@dataclass
+class LoadedModel:
+    """What every later stage needs; ``identity`` names the exact weights (for cache keys)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: BlockAdapter
+    identity: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LayerpruneError(f"model.device={device} but CUDA is not available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
+    """``auto`` -> bfloat16 on CUDA (the papers' setting), float32 on CPU (bf16 is slow there)."""
+    if dtype == DType.auto:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype.value)
+
+
+def _local_folder(cfg: ModelConfig) -> Path:
+    """The folder of a ``path`` or ``asset`` model, with a message saying how to get it."""
+    if cfg.source == ModelSource.asset:
+        folder = paths.models_dir() / cfg.id
+        if not (folder / "asset.json").exists():
+            raise LayerpruneError(
+                f"offline model '{cfg.id}' is not in the asset cache ({folder}); "
+                f"fetch it with `layerprune-assets {cfg.id}` (or `make assets`)"
+            )
+        return folder
+    folder = Path(cfg.id).expanduser()
+    if not folder.is_dir():
+        raise LayerpruneError(f"model path {folder} is not a folder")
+    if not (folder / "config.json").exists() or not any(
+        p for g in WEIGHT_GLOBS for p in folder.glob(g)
+    ):
+        raise LayerpruneError(
+            f"model path {folder} holds no HF checkpoint (need config.json and "
+            f"{' or '.join(WEIGHT_GLOBS)})"
+        )
+    return folder
+
+
+def _identity(cfg: ModelConfig, folder: Path | None) -> str:
+    """A string that changes whenever the weights could: Hub id@revision, or file sizes+mtimes
+    of a local folder (cheap), or the asset's manifest, or the random spec."""
+    if cfg.source == ModelSource.random:
+        return "random:" + json.dumps(asdict(cfg.random), sort_keys=True)
+    if cfg.source == ModelSource.hub:
+        return f"hub:{cfg.id}@{cfg.revision or 'main'}"
+    if cfg.source == ModelSource.asset:
+        manifest = (folder / "asset.json").read_bytes()
+        return f"asset:{cfg.id}:{hashlib.sha256(manifest).hexdigest()[:16]}"
+    stats = sorted(
+        (p.name, p.stat().st_size, int(p.stat().st_mtime))
+        for g in WEIGHT_GLOBS
+        for p in folder.glob(g)
+    )
+    return f"path:{folder.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:16]}"
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load the model ``cfg`` describes, in eval mode, on its device, with a pad token set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    device = resolve_device(cfg.device) if cfg.device_map is None else torch.device("cuda")
+    dtype = resolve_dtype(cfg.dtype, device)
+
+    if cfg.source == ModelSource.random:
+        from layerprune.models.random_model import byte_tokenizer, random_model
+
+        model = random_model(**asdict(cfg.random), dtype=dtype).to(device)
+        tokenizer = byte_tokenizer()
+        folder = None
+    else:
+        folder = None if cfg.source == ModelSource.hub else _local_folder(cfg)
+        where = str(folder) if folder else cfg.id
+        kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+        if cfg.revision:
+            kwargs["revision"] = cfg.revision
+        if cfg.device_map:
+            kwargs["device_map"] = cfg.device_map
+        if cfg.load_in_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                where, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+        except OSError as e:
+            hint = (
+                " (the Hugging Face Hub is unreachable or HF_HUB_OFFLINE is set; use an offline "
+                "asset such as model=smollm2-135m, or a local folder with model.source=path)"
+                if cfg.source == ModelSource.hub
+                else ""
+            )
+            raise LayerpruneError(f"cannot load model '{where}': {str(e).splitlines()[0]}{hint}")
+        if not cfg.device_map and not cfg.load_in_4bit:
+            model = model.to(device)
+        model.eval()
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    adapter = BlockAdapter.for_model(model)
+    return LoadedModel(model, tokenizer, adapter, _identity(cfg, folder), device, dtype)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters actually held (``parameters()`` counts tied embeddings once)."""
+    return sum(p.numel() for p in model.parameters())
