@@ -77,6 +77,7 @@ class ModelConfig:
     random: RandomModelConfig | None = None
 
     def __post_init__(self) -> None:
+        self.source, self.dtype = ModelSource(self.source), DType(self.dtype)  # str -> Enum
         if self.source == ModelSource.random and self.random is None:
             raise LayerpruneError("model.source=random needs a model.random block")
         dev = self.device
@@ -96,6 +97,7 @@ class CalibrationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.source, self.split = TextSource(self.source), TextSplit(self.split)
         for key in ("num_sequences", "seq_len", "batch_size"):
             if getattr(self, key) < 1:
                 raise LayerpruneError(f"calibration.{key} must be >= 1, got {getattr(self, key)}")
@@ -128,6 +130,7 @@ class PerplexityConfig:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
+        self.source, self.split = TextSource(self.source), TextSplit(self.split)
         if not 1 <= self.stride <= self.context_length:
             raise LayerpruneError(
                 f"perplexity stride {self.stride} must be in [1, context_length="

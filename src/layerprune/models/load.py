@@ -126,7 +126,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
                 if cfg.source == ModelSource.hub
                 else ""
             )
-            raise LayerpruneError(f"cannot load model '{where}': {str(e).splitlines()[0]}{hint}")
+            msg = f"cannot load model '{where}': {str(e).splitlines()[0]}{hint}"
+            raise LayerpruneError(msg) from e
         if not cfg.device_map and not cfg.load_in_4bit:
             model = model.to(device)
         model.eval()

@@ -1,0 +1,59 @@
+"""Shared fixtures: composing configs, tiny random models, and the offline SmolLM2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from layerprune.config import ModelConfig, RandomModelConfig, register  # noqa: E402
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+FAMILIES = ["llama", "qwen2", "mistral"]
+
+register()
+torch.set_num_threads(2)
+
+
+def compose(overrides: list[str] | None = None, hydra: bool = False):
+    """The config ``layerprune <overrides>`` would run, composed without running it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides or [], return_hydra_config=hydra)
+
+
+def tiny_config(family: str = "llama", layers: int = 8, seed: int = 0) -> ModelConfig:
+    """The ``tiny-<family>`` model config (random weights, hidden 64)."""
+    return ModelConfig(
+        name=f"tiny-{family}",
+        source="random",
+        id=f"tiny-{family}",
+        dtype="float32",
+        device="cpu",
+        random=RandomModelConfig(family=family, num_hidden_layers=layers, seed=seed),
+    )
+
+
+def have_asset(name: str) -> bool:
+    from layerprune.assets.build import is_built
+
+    return is_built(name)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The offline SmolLM2-135M, loaded once per session (skips if the cache lacks it)."""
+    if not have_asset("smollm2-135m"):
+        pytest.skip("SmolLM2 asset not built: run `make assets`")
+    from layerprune.config import ModelConfig
+    from layerprune.models.load import load_model
+
+    return load_model(ModelConfig(name="smollm2-135m", source="asset", id="smollm2-135m"))

@@ -1,0 +1,96 @@
+"""Every option of every config group composes and validates; bad input names itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from layerprune.cli import precheck
+from layerprune.config import Config, validate
+from layerprune.errors import LayerpruneError
+from tests.conftest import CONF_DIR, compose
+
+GROUPS = ["model", "calibration", "pruning_method", "metric", "healing", "benchmark", "tracking"]
+OPTIONS = [
+    (group, path.stem)
+    for group in GROUPS + ["experiment"]
+    for path in sorted((CONF_DIR / group).glob("*.yaml"))
+]
+LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS + ["experiment"]:
+        assert any((CONF_DIR / group).glob("*.yaml")), f"conf/{group}/ is empty"
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_validates(group, option):
+    cfg = compose([f"{group}={option}"])
+    checked = validate(cfg)
+    assert isinstance(checked, Config)
+    if group == "experiment":
+        assert checked.experiment is not None
+    else:
+        assert OmegaConf.select(cfg, f"{group}.name") or OmegaConf.select(cfg, group)
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_launchers_compose(launcher):
+    cfg = compose([f"hydra/launcher={launcher}"], hydra=True)
+    assert "_target_" in cfg.hydra.launcher
+
+
+def test_default_is_offline_smollm2():
+    cfg = validate(compose())
+    assert cfg.model.name == "smollm2-135m" and cfg.model.source.value == "asset"
+    assert cfg.fraction == 0.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["pruning_method=nope"], "Could not find 'pruning_method/nope'"),
+        (["fraction=abc"], "could not be converted to Float; full_key: fraction"),
+        (["fraction=1.5"], "fraction=1.5 is out of range"),
+        (["fraction=-0.1"], "out of range"),
+        (["model.nmae=x"], "Key 'nmae' not in 'ModelConfig'"),
+        (["model.dtype=fp8"], "expected one of [auto, float32, bfloat16, float16]"),
+        (["calibration.seq_len=0"], "calibration.seq_len must be >= 1"),
+        (["model=tiny-llama", "model.random.family=gpt2"], "model.random.family='gpt2'"),
+    ],
+)
+def test_bad_input_one_line(overrides, expected):
+    error = precheck(overrides)
+    assert error is not None and expected in error
+    assert "\n" not in error
+
+
+def test_good_input_passes_precheck():
+    assert precheck(["model=tiny-qwen2", "fraction=0.25"]) is None
+
+
+def test_cli_bad_fraction_writes_nothing(tmp_path):
+    """The console script exits 2 with one stderr line and makes no run folder."""
+    proc = subprocess.run(
+        [Path(sys.executable).parent / "layerprune", "fraction=1.5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: fraction=1.5 is out of range: expected 0 <= f < 1"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_validate_raises_layerprune_error():
+    cfg = compose(["model=tiny-llama"])
+    cfg.fraction = 0.999
+    validate(cfg)
+    cfg.fraction = 1.0
+    with pytest.raises(LayerpruneError, match="out of range"):
+        validate(cfg)

@@ -1,0 +1,110 @@
+"""Loader + adapter on the tiny families; the real SmolLM2 from the asset cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from layerprune.config import ModelConfig
+from layerprune.errors import LayerpruneError
+from layerprune.models.load import count_parameters, load_model
+from tests.conftest import FAMILIES, tiny_config
+
+ALL_FAMILIES = FAMILIES + ["gemma3_text"]
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_adapter_finds_blocks_attention_mlp_norm(family):
+    lm = load_model(tiny_config(family))
+    model, ad = lm.model, lm.adapter
+    assert ad.family == family and len(ad.blocks(model)) == 8
+    for i in range(8):
+        assert ad.attention(model, i).layer_idx == i
+        assert ad.attention_out(model, i).out_features == 64
+        assert ad.mlp_out(model, i).in_features == 128
+    # the final norm is what turns the last block's output into hidden_states[-1]
+    captured = {}
+    ad.blocks(model)[-1].register_forward_hook(lambda m, a, out: captured.update(x=out))
+    ids = torch.randint(0, 256, (2, 12))
+    out = model(ids, output_hidden_states=True)
+    last = captured["x"][0] if isinstance(captured["x"], tuple) else captured["x"]
+    torch.testing.assert_close(ad.final_norm(model)(last), out.hidden_states[-1])
+
+
+def test_random_models_are_seeded():
+    a, b = load_model(tiny_config("llama")), load_model(tiny_config("llama"))
+    c = load_model(tiny_config("llama", seed=1))
+    ids = torch.randint(0, 256, (1, 8))
+    assert torch.equal(a.model(ids).logits, b.model(ids).logits)
+    assert not torch.equal(a.model(ids).logits, c.model(ids).logits)
+    assert a.identity == b.identity != c.identity
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_keep_blocks_renumbers_and_cache_matches(family):
+    lm = load_model(tiny_config(family))
+    model, ad = lm.model, lm.adapter
+    before = count_parameters(model)
+    types = list(getattr(model.config, "layer_types", None) or [])
+    kept = [0, 1, 2, 5, 7]
+    ad.keep_blocks(model, kept)
+    assert model.config.num_hidden_layers == 5 and len(ad.blocks(model)) == 5
+    assert [ad.attention(model, i).layer_idx for i in range(5)] == list(range(5))
+    if types:
+        assert model.config.layer_types == [types[i] for i in kept]
+    assert count_parameters(model) < before
+    prompt = torch.tensor([[10, 20, 30, 40, 50, 60]])
+    cached = model.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=True)
+    uncached = model.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+def test_keep_blocks_rejects_bad_indices():
+    lm = load_model(tiny_config("llama"))
+    with pytest.raises(LayerpruneError):
+        lm.adapter.keep_blocks(lm.model, [3, 1])
+    with pytest.raises(LayerpruneError):
+        lm.adapter.keep_blocks(lm.model, [0, 8])
+
+
+def test_local_path_roundtrip(tmp_path):
+    lm = load_model(tiny_config("qwen2"))
+    lm.model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    again = load_model(ModelConfig(name="x", source="path", id=str(tmp_path), device="cpu"))
+    ids = torch.randint(0, 256, (1, 9))
+    assert torch.equal(lm.model(ids).logits, again.model(ids).logits)
+    assert again.identity.startswith("path:")
+
+
+def test_path_without_weights_is_an_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(LayerpruneError, match="holds no HF checkpoint"):
+        load_model(ModelConfig(name="x", source="path", id=str(tmp_path)))
+    with pytest.raises(LayerpruneError, match="is not a folder"):
+        load_model(ModelConfig(name="x", source="path", id=str(tmp_path / "nope")))
+
+
+def test_missing_asset_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERPRUNE_HOME", str(tmp_path))
+    with pytest.raises(LayerpruneError, match="layerprune-assets smollm2-135m"):
+        load_model(ModelConfig(name="s", source="asset", id="smollm2-135m"))
+
+
+def test_hub_offline_error_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LayerpruneError, match="cannot load model 'meta-llama/Llama-2-7b-hf'"):
+        load_model(ModelConfig(name="l", source="hub", id="meta-llama/Llama-2-7b-hf"))
+
+
+@pytest.mark.real
+def test_smollm2_says_paris(smollm2):
+    tok, model = smollm2.tokenizer, smollm2.model
+    assert smollm2.adapter.family == "llama" and len(smollm2.adapter.blocks(model)) == 30
+    assert count_parameters(model) == 134_515_008
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    completion = tok.decode(out[0, ids.input_ids.shape[1] :])
+    assert completion.startswith(" Paris"), completion
