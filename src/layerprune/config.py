@@ -36,6 +36,11 @@ class TextSource(str, Enum):
     wiki = "wiki"  # offline Wikipedia articles (asset "text")
 
 
+class DataSource(str, Enum):
+    offline = "offline"  # stock lm-eval tasks reading the asset cache (no Hub)
+    hub = "hub"  # stock lm-eval tasks as shipped (needs the Hub)
+
+
 class TextSplit(str, Enum):
     calibration = "calibration"
     healing = "healing"
@@ -141,9 +146,38 @@ class PerplexityConfig:
 
 
 @dataclass
+class TaskConfig:
+    """One stock lm-eval task or group (``mmlu``)."""
+
+    name: str = MISSING
+    num_fewshot: int = 0
+    limit: int | None = None  # items per task (per subject for mmlu); None = all
+
+    def __post_init__(self) -> None:
+        if self.num_fewshot < 0 or (self.limit is not None and self.limit < 1):
+            raise LayerpruneError(f"task {self.name}: num_fewshot >= 0 and limit >= 1 required")
+
+
+@dataclass
 class BenchmarkConfig:
     name: str = MISSING
+    data: DataSource = DataSource.offline
+    batch_size: int = 0  # 0 = fastest measured on CPU (16), lm-eval's "auto" on CUDA
+    tasks: list[TaskConfig] = field(default_factory=list)
     perplexity: list[PerplexityConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from layerprune.assets.benchmarks import BENCHMARKS
+
+        self.data = DataSource(self.data)
+        for t in self.tasks:
+            offline = BENCHMARKS.get(t.name) if self.data == DataSource.offline else None
+            if offline and t.num_fewshot > 0 and not offline.fewshot_ok:
+                raise LayerpruneError(
+                    f"{t.name}: the offline data has no train split, so {t.num_fewshot}-shot "
+                    "examples would come from the evaluated split; use num_fewshot=0 or "
+                    "benchmark.data=hub"
+                )
 
 
 @dataclass

@@ -33,8 +33,7 @@ def _timed(timings: dict[str, float], stage: str):
 
 def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Run one job and write ``out_dir/results.json``; return the results dict."""
-    from layerprune.data.text import load_documents
-    from layerprune.evaluate.perplexity import perplexity, token_stream
+    from layerprune.evaluate.suite import evaluate_suite
     from layerprune.models.load import count_parameters, load_model
 
     if cfg.pruning_method.name != "none":
@@ -56,25 +55,17 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         note="unpruned model" if cfg.fraction == 0 else "pruning_method=none ignores fraction",
     )
 
-    metrics: dict[str, float] = {}
-    for ppl in cfg.benchmark.perplexity:
-        name = ppl.source.value
-        with _timed(timings, f"eval_{name}_ppl"):
-            docs = load_documents(name, ppl.split.value)
-            ids = token_stream(lm.tokenizer, docs, ppl.max_tokens)
-            r = perplexity(lm.model, ids, ppl.context_length, ppl.stride, ppl.batch_size, name)
-        metrics[f"{name}/loss"] = r.loss
-        metrics[f"{name}/ppl"] = r.perplexity
-        metrics[f"{name}/tokens"] = r.tokens
-        log.info(
-            "%s perplexity %.3f (loss %.4f, %d tokens, context %d, stride %d)",
-            name,
-            r.perplexity,
-            r.loss,
-            r.tokens,
-            r.context_length,
-            r.stride,
+    bench = cfg.benchmark
+    with _timed(timings, "eval"):
+        metrics, eval_timings = evaluate_suite(
+            lm.model,
+            lm.tokenizer,
+            [(t.name, t.num_fewshot, t.limit) for t in bench.tasks],
+            bench.perplexity,
+            bench.data.value,
+            bench.batch_size,
         )
+    timings.update(eval_timings)
 
     results = {
         "config": resolved,

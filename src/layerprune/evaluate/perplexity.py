@@ -23,6 +23,10 @@ class PerplexityResult:
     context_length: int
     stride: int
 
+    def word_perplexity(self, words: int) -> float:
+        """exp(total NLL / words): comparable across tokenizers (WikiText-2 convention)."""
+        return math.exp(self.loss * self.tokens / max(words, 1))
+
 
 def token_stream(tokenizer, documents: list[str], max_tokens: int = 0) -> torch.Tensor:
     """Token ids of the documents joined with EOS, truncated to ``max_tokens`` (0 = all)."""
