@@ -20,6 +20,8 @@ OPTIONS = [
     for group in GROUPS + ["experiment"]
     for path in sorted((CONF_DIR / group).glob("*.yaml"))
 ]
+# options that only make sense together with another choice
+COMPANIONS = {("metric", "block_influence"): ["pruning_method=shortgpt"]}
 LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
 
 
@@ -30,7 +32,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_validates(group, option):
-    cfg = compose([f"{group}={option}"])
+    cfg = compose([f"{group}={option}", *COMPANIONS.get((group, option), [])])
     checked = validate(cfg)
     assert isinstance(checked, Config)
     if group == "experiment":
@@ -48,7 +50,7 @@ def test_launchers_compose(launcher):
 def test_default_is_offline_smollm2():
     cfg = validate(compose())
     assert cfg.model.name == "smollm2-135m" and cfg.model.source.value == "asset"
-    assert cfg.fraction == 0.0
+    assert cfg.fraction == 0.25 and cfg.pruning_method.name == "deeper_layers"
 
 
 @pytest.mark.parametrize(
@@ -68,6 +70,10 @@ def test_bad_input_one_line(overrides, expected):
     error = precheck(overrides)
     assert error is not None and expected in error
     assert "\n" not in error
+
+
+def test_block_influence_needs_shortgpt():
+    assert "use pruning_method=shortgpt" in precheck(["metric=block_influence"])
 
 
 def test_good_input_passes_precheck():

@@ -19,7 +19,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_suite_on_tiny_model(tmp_path):
-    cfg = compose(["model=tiny-qwen2", "benchmark=quick", "benchmark.perplexity.0.max_tokens=2048"])
+    cfg = compose(
+        [
+            "model=tiny-qwen2",
+            "benchmark=quick",
+            "pruning_method=none",
+            "benchmark.perplexity.0.max_tokens=2048",
+        ]
+    )
     res = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path)
     m = res["metrics"]
     for task, chance in [("arc_easy", 0.25), ("piqa", 0.5), ("winogrande", 0.5)]:

@@ -35,8 +35,10 @@ def test_tiny_job_without_benchmark(tmp_path):
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     assert set(on_disk) >= KEYS and set(on_disk["plan"]) >= PLAN_KEYS
-    assert on_disk["params"]["before"] == on_disk["params"]["after"] > 0
+    assert on_disk["plan"]["removed_blocks"] == [5, 6]  # last_layers: 2 of 8, keep the last
+    assert on_disk["params"]["before"] > on_disk["params"]["after"] > 0
     assert on_disk["metrics"] == {} and on_disk["config"]["seed"] == 3
+    assert on_disk["scan_cache"] is None  # last_layers needs no scan
     assert on_disk["timings"]["load_s"] >= 0
 
 
@@ -46,6 +48,8 @@ def test_cli_tiny_perplexity(tmp_path):
     cmd = [
         str(Path(sys.executable).parent / "layerprune"),
         "model=tiny-mistral",
+        "pruning_method=none",
+        "benchmark=perplexity",
         "benchmark.perplexity.0.max_tokens=1024",
         "benchmark.perplexity.0.context_length=128",
         "benchmark.perplexity.0.stride=128",

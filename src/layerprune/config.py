@@ -108,14 +108,33 @@ class CalibrationConfig:
                 raise LayerpruneError(f"calibration.{key} must be >= 1, got {getattr(self, key)}")
 
 
+class TokenReduction(str, Enum):
+    last = "last"  # the last non-pad token of each sequence (Gromov et al.)
+    mean = "mean"  # all non-pad tokens
+
+
+PRUNING_METHODS = ("none", "deeper_layers", "last_layers", "shortgpt")
+METRICS = ("angular", "cosine", "l2", "block_influence")
+
+
 @dataclass
 class PruningMethodConfig:
     name: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.name not in PRUNING_METHODS:
+            raise LayerpruneError(f"pruning_method.name={self.name!r}: one of {PRUNING_METHODS}")
 
 
 @dataclass
 class MetricConfig:
     name: str = "angular"
+    reduction: TokenReduction = TokenReduction.last
+
+    def __post_init__(self) -> None:
+        self.reduction = TokenReduction(self.reduction)
+        if self.name not in METRICS:
+            raise LayerpruneError(f"metric.name={self.name!r}: one of {METRICS}")
 
 
 @dataclass
@@ -199,10 +218,16 @@ class Config:
     experiment: str | None = None  # set by conf/experiment files; used to filter reports
     fraction: float = 0.0  # of blocks (block methods) or of sublayers (FinerCut)
     seed: int = 0
+    save_checkpoint: bool = False  # save the pruned model (HF folder + pruning_plan.json)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
+        if self.pruning_method.name == "deeper_layers" and self.metric.name == "block_influence":
+            raise LayerpruneError(
+                "deeper_layers compares block inputs with angular, cosine or l2; Block "
+                "Influence ranks single blocks: use pruning_method=shortgpt"
+            )
 
 
 def register() -> None:

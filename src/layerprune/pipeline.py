@@ -1,8 +1,7 @@
 """One job, top to bottom: load -> scan -> select -> prune -> heal -> evaluate -> record.
 
 This is the only module (besides ``cli``) that knows the config tree; every stage it calls
-takes plain values. Stages not implemented yet are absent, not faked: with
-``pruning_method=none`` the plan is empty and the model is evaluated as loaded.
+takes plain values. Healing arrives with issue #5 (only ``healing=none`` exists yet).
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import torch
 
 from layerprune import atomic
 from layerprune.config import Config
-from layerprune.errors import LayerpruneError
 from layerprune.plan import PruningPlan
 from layerprune.versions import versions
 
@@ -34,12 +32,14 @@ def _timed(timings: dict[str, float], stage: str):
 def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Run one job and write ``out_dir/results.json``; return the results dict."""
     from layerprune.evaluate.suite import evaluate_suite
+    from layerprune.methods.blocks import NEEDS_SCAN, select_blocks
     from layerprune.models.load import count_parameters, load_model
+    from layerprune.surgery.blocks import remove_blocks, save_checkpoint
 
-    if cfg.pruning_method.name != "none":
-        raise LayerpruneError(f"pruning_method '{cfg.pruning_method.name}' is not available yet")
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
+    method, metric = cfg.pruning_method.name, cfg.metric
 
     with _timed(timings, "load"):
         lm = load_model(cfg.model)
@@ -47,13 +47,53 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     log.info("loaded %s (%s, %d blocks) on %s", cfg.model.name, lm.identity, num_blocks, lm.device)
     params_before = count_parameters(lm.model)
 
-    plan = PruningPlan(
-        method="none",
-        metric=None,
-        fraction=cfg.fraction,
-        num_candidates=num_blocks,
-        note="unpruned model" if cfg.fraction == 0 else "pruning_method=none ignores fraction",
-    )
+    scan, scan_cache = None, None
+    if method in NEEDS_SCAN and cfg.fraction > 0:
+        from layerprune.report.heatmap import plot_heatmap
+        from layerprune.scan.run import calibrated_scan
+
+        c = cfg.calibration
+        with _timed(timings, "scan"):
+            scan, hit = calibrated_scan(
+                lm, c.source.value, c.split.value, c.num_sequences, c.seq_len, c.batch_size, c.seed
+            )
+        scan_cache = "hit" if hit else "miss"
+        log.info(
+            "scan cache %s (%d sequences, %d tokens)",
+            scan_cache,
+            scan.num_sequences,
+            scan.num_tokens,
+        )
+        shown = metric.name if metric.name != "block_influence" else "angular"
+        plot_heatmap(
+            scan,
+            shown,
+            metric.reduction.value,
+            out_dir / "distance_heatmap.png",
+            f"{cfg.model.name}: {shown} distance d(l, n), {metric.reduction.value} token",
+        )
+
+    with _timed(timings, "select"):
+        if method == "none":
+            plan = PruningPlan(
+                "none",
+                None,
+                cfg.fraction,
+                num_blocks,
+                note="pruning_method=none: the unpruned model",
+            )
+        else:
+            plan = select_blocks(
+                method, cfg.fraction, num_blocks, scan, metric.name, metric.reduction.value
+            )
+    log.info("plan: remove blocks %s %s", plan.removed_blocks, plan.note)
+
+    with _timed(timings, "prune"):
+        remove_blocks(lm.model, lm.adapter, plan.removed_blocks)
+    checkpoint = None
+    if cfg.save_checkpoint:
+        with _timed(timings, "save"):
+            checkpoint = str(save_checkpoint(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
 
     bench = cfg.benchmark
     with _timed(timings, "eval"):
@@ -74,8 +114,8 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "params": {"before": params_before, "after": count_parameters(lm.model)},
         "metrics": metrics,
         "timings": timings,
-        "checkpoint": None,
-        "scan_cache": None,
+        "checkpoint": checkpoint,
+        "scan_cache": scan_cache,
         "versions": versions(),
         "model_identity": lm.identity,
         "seed": cfg.seed,

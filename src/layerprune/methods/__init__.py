@@ -1,0 +1,1 @@
+"""Pruning methods: scan (+ fraction) -> PruningPlan."""

@@ -1,0 +1,1 @@
+"""The scan: one forward pass over calibration text -> distances between residual streams."""

@@ -1,0 +1,1 @@
+"""Real removal of blocks / sublayers, and checkpoints that load back exactly."""
