@@ -36,7 +36,14 @@ def deeper_layers(scan: Scan, n: int, metric: str, reduction: str) -> PruningPla
         fraction=0.0,
         num_candidates=scan.num_blocks,
         removed_blocks=list(range(start, start + n)),
-        scores={"d(l,n)": [round(float(v), 6) for v in curve], "l_star": start, "n": n},
+        scores={
+            "d(l,n)": [round(float(v), 6) for v in curve],
+            "l_star": start,
+            "n": n,
+            "l_star_by_n": {
+                k: int(scan.curve(metric, reduction, k).argmin()) for k in range(1, scan.num_blocks)
+            },
+        },
     )
 
 

@@ -1,0 +1,38 @@
+"""Metric-vs-fraction curves per method: the papers' main figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def plot_curves(
+    df: pd.DataFrame,
+    metrics: list[str],
+    path: Path,
+    by: str = "method",
+    title: str = "",
+) -> Path:
+    """One panel per metric, one line per ``by`` value; a dashed line at the chance level."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name, group in df.sort_values("fraction").groupby(by):
+            ax.plot(group["fraction"], group[metric], marker="o", label=str(name))
+        chance = metric.rsplit("/", 1)[0] + "/chance"
+        if chance in df and df[chance].notna().any():
+            ax.axhline(df[chance].mean(), color="gray", ls="--", lw=1, label="chance")
+        ax.set_xlabel("fraction of blocks removed")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

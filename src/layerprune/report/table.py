@@ -1,0 +1,37 @@
+"""One pandas row per job, from ``results.json`` files: the table every figure is drawn from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def load_results(root: Path) -> pd.DataFrame:
+    """Rows of every ``results.json`` under ``root``: model, method, metric, fraction, counts,
+    parameters, metrics (one column per ``<task>/<metric>``) and timings."""
+    rows = []
+    for path in sorted(Path(root).rglob("results.json")):
+        r = json.loads(path.read_text())
+        cfg, plan = r["config"], r["plan"]
+        rows.append(
+            {
+                "model": cfg["model"]["name"],
+                "experiment": cfg.get("experiment"),
+                "method": plan["method"],
+                "metric": plan["metric"],
+                "healing": cfg["healing"]["name"],
+                "fraction": r["fraction"],
+                "removed_blocks": len(plan["removed_blocks"]),
+                "removed_attention": len(plan["removed_attention"]),
+                "removed_mlp": len(plan["removed_mlp"]),
+                "blocks": plan["num_candidates"],
+                "params_after": r["params"]["after"],
+                "params_ratio": r["params"]["after"] / r["params"]["before"],
+                **r["metrics"],
+                **{f"time/{k}": v for k, v in r["timings"].items()},
+                "path": str(path.parent),
+            }
+        )
+    return pd.DataFrame(rows)
