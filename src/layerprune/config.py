@@ -137,9 +137,39 @@ class MetricConfig:
             raise LayerpruneError(f"metric.name={self.name!r}: one of {METRICS}")
 
 
+HEALING_METHODS = ("none", "lora", "qlora", "partial")
+
+
 @dataclass
 class HealingConfig:
+    """Fine-tuning after pruning on the calibration source's ``healing`` split (disjoint from
+    calibration and evaluation text). CPU-sized defaults; ``qlora_gromov`` is the paper's."""
+
     name: str = "none"
+    steps: int = 40  # optimiser steps
+    batch_size: int = 4  # sequences per micro-batch
+    grad_accum: int = 1
+    seq_len: int = 256
+    lr: float = 3e-4
+    warmup_steps: int = 4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])
+    partial_blocks: int = 3  # partial: the last k surviving blocks (+ lm_head) are trained
+    merge: bool = False  # also save a merged checkpoint that vanilla transformers loads
+    checkpoint_every: int = 10  # resumable state every N steps (0 = never)
+
+    def __post_init__(self) -> None:
+        if self.name not in HEALING_METHODS:
+            raise LayerpruneError(f"healing.name={self.name!r}: one of {HEALING_METHODS}")
+        for key in ("steps", "batch_size", "grad_accum", "seq_len", "lora_rank", "partial_blocks"):
+            if getattr(self, key) < 1:
+                raise LayerpruneError(f"healing.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise LayerpruneError(f"healing.lr must be > 0, got {self.lr}")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """One job, top to bottom: load -> scan -> select -> prune -> heal -> evaluate -> record.
 
 This is the only module (besides ``cli``) that knows the config tree; every stage it calls
-takes plain values. Healing arrives with issue #5 (only ``healing=none`` exists yet).
+takes plain values. Healing trains on the calibration source's ``healing`` split, disjoint from every text
+that is evaluated.
 """
 
 from __future__ import annotations
@@ -90,15 +91,24 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     with _timed(timings, "prune"):
         remove_blocks(lm.model, lm.adapter, plan.removed_blocks)
+    params_after = count_parameters(lm.model)  # the pruned model, before any LoRA adapter
     checkpoint = None
-    if cfg.save_checkpoint:
+    h = cfg.healing
+    needs_folder = h.name == "qlora" or (h.name in ("lora", "qlora") and h.merge)
+    if cfg.save_checkpoint or needs_folder:
         with _timed(timings, "save"):
             checkpoint = str(save_checkpoint(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
+
+    healing = None
+    model = lm.model
+    if h.name != "none":
+        with _timed(timings, "heal"):
+            model, healing = _heal(cfg, resolved, lm, plan, checkpoint, out_dir)
 
     bench = cfg.benchmark
     with _timed(timings, "eval"):
         metrics, eval_timings = evaluate_suite(
-            lm.model,
+            model,
             lm.tokenizer,
             [(t.name, t.num_fewshot, t.limit) for t in bench.tasks],
             bench.perplexity,
@@ -111,10 +121,11 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "config": resolved,
         "fraction": cfg.fraction,
         "plan": plan.to_dict(),
-        "params": {"before": params_before, "after": count_parameters(lm.model)},
+        "params": {"before": params_before, "after": params_after},
         "metrics": metrics,
         "timings": timings,
         "checkpoint": checkpoint,
+        "healing": healing,
         "scan_cache": scan_cache,
         "versions": versions(),
         "model_identity": lm.identity,
@@ -122,3 +133,59 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     }
     atomic.write_json(out_dir / "results.json", results)
     return results
+
+
+def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_dir: Path):
+    """The heal stage: packed healing text -> trained model (+ adapter / merged checkpoint)."""
+    import hashlib
+    import json
+
+    from layerprune import paths
+    from layerprune.data.packing import pack
+    from layerprune.data.text import load_documents
+    from layerprune.heal import HealSettings, heal
+
+    h = cfg.healing
+    docs = load_documents(cfg.calibration.source.value, "healing")  # disjoint from eval text
+    data = pack(lm.tokenizer, docs, h.seq_len, cfg.seed)
+    settings = HealSettings(
+        method=h.name,
+        steps=h.steps,
+        batch_size=h.batch_size,
+        grad_accum=h.grad_accum,
+        lr=h.lr,
+        warmup_steps=h.warmup_steps,
+        weight_decay=h.weight_decay,
+        max_grad_norm=h.max_grad_norm,
+        lora_rank=h.lora_rank,
+        lora_alpha=h.lora_alpha,
+        lora_dropout=h.lora_dropout,
+        lora_targets=list(h.lora_targets),
+        partial_blocks=h.partial_blocks,
+        checkpoint_every=h.checkpoint_every,
+        seed=cfg.seed,
+    )
+    # the same job config resumes from the same place, whatever its run folder
+    job = {k: v for k, v in resolved.items() if k != "hydra"}
+    key = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    model, result, saved = heal(
+        lm.model,
+        lm.tokenizer,
+        lm.adapter,
+        settings,
+        data,
+        out_dir,
+        Path(checkpoint) if checkpoint else None,
+        paths.home() / "heal" / key,
+        h.merge,
+        lm.dtype,
+    )
+    lm.model = model
+    log.info(
+        "healed: loss %.4f -> %.4f in %d steps (%d tokens)",
+        result.first_loss,
+        result.last_loss,
+        result.steps,
+        result.tokens,
+    )
+    return model, {**result.to_dict(), **saved, "text": f"{cfg.calibration.source.value}/healing"}
