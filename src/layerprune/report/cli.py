@@ -44,10 +44,10 @@ def build_report(roots: list[Path], out: Path, metrics: list[str], title: str = 
         "params_ratio",
         *metrics,
     ]
-    table = df[[c for c in cols if c in df]].sort_values(["model", "method", "fraction"])
+    table = df[[c for c in cols if c in df]].sort_values(["model", "method", "healing", "fraction"])
     table.to_csv(out / "table.csv", index=False)
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
-    plot_curves(curves, metrics, out / "curves.png", title=title)
+    plot_curves(curves, metrics, out / "curves.png", by="variant", title=title)
     return table
 
 
@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     p.add_argument("--title", default="")
+    p.add_argument("--query", default="", help="pandas query to filter rows")
     args = p.parse_args(argv)
-    table = build_report(args.roots, args.out, args.metrics.split(","), args.title)
+    table = build_report(args.roots, args.out, args.metrics.split(","), args.title, args.query)
     print(table.to_markdown(index=False, floatfmt=".4f"))
 
 

@@ -22,6 +22,8 @@ def load_results(root: Path) -> pd.DataFrame:
                 "method": plan["method"],
                 "metric": plan["metric"],
                 "healing": cfg["healing"]["name"],
+                "variant": plan["method"]
+                + ("" if cfg["healing"]["name"] == "none" else f" + {cfg['healing']['name']}"),
                 "fraction": r["fraction"],
                 "removed_blocks": len(plan["removed_blocks"]),
                 "removed_attention": len(plan["removed_attention"]),
