@@ -113,17 +113,28 @@ class TokenReduction(str, Enum):
     mean = "mean"  # all non-pad tokens
 
 
-PRUNING_METHODS = ("none", "deeper_layers", "last_layers", "shortgpt")
-METRICS = ("angular", "cosine", "l2", "block_influence")
+PRUNING_METHODS = ("none", "deeper_layers", "last_layers", "shortgpt", "finercut")
+METRICS = ("angular", "cosine", "l2", "block_influence", "js", "js_code", "kl")
+GRANULARITIES = ("sublayer", "attention", "mlp", "block")
 
 
 @dataclass
 class PruningMethodConfig:
     name: str = "none"
+    # finercut only:
+    granularity: str = "sublayer"  # sublayer | attention | mlp | block (the candidate set)
+    evaluator: str = "fast"  # fast (cached residuals, skipped sublayers) | naive (reference)
+    search_fraction: float = 0.5  # search this far once; smaller fractions reuse the order
 
     def __post_init__(self) -> None:
         if self.name not in PRUNING_METHODS:
             raise LayerpruneError(f"pruning_method.name={self.name!r}: one of {PRUNING_METHODS}")
+        if self.granularity not in GRANULARITIES:
+            raise LayerpruneError(f"pruning_method.granularity: one of {GRANULARITIES}")
+        if self.evaluator not in ("fast", "naive"):
+            raise LayerpruneError("pruning_method.evaluator: fast or naive")
+        if not 0.0 <= self.search_fraction < 1.0:
+            raise LayerpruneError("pruning_method.search_fraction must be in [0, 1)")
 
 
 @dataclass
@@ -253,10 +264,15 @@ class Config:
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
-        if self.pruning_method.name == "deeper_layers" and self.metric.name == "block_influence":
+        method, metric = self.pruning_method.name, self.metric.name
+        if method == "deeper_layers" and metric not in ("angular", "cosine", "l2"):
             raise LayerpruneError(
-                "deeper_layers compares block inputs with angular, cosine or l2; Block "
-                "Influence ranks single blocks: use pruning_method=shortgpt"
+                f"deeper_layers compares block inputs with angular, cosine or l2, not {metric}"
+                + (": use pruning_method=shortgpt" if metric == "block_influence" else "")
+            )
+        if method == "finercut" and metric not in ("js", "js_code", "kl", "angular", "l2"):
+            raise LayerpruneError(
+                f"finercut compares outputs with js, js_code, kl, angular or l2, not {metric}"
             )
 
 

@@ -36,6 +36,7 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     from layerprune.methods.blocks import NEEDS_SCAN, select_blocks
     from layerprune.models.load import count_parameters, load_model
     from layerprune.surgery.blocks import remove_blocks, save_checkpoint
+    from layerprune.surgery.sublayers import prune_sublayers, save_sublayer_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -74,8 +75,12 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             f"{cfg.model.name}: {shown} distance d(l, n), {metric.reduction.value} token",
         )
 
+    if method == "finercut":
+        plan, scan_cache = _finercut(cfg, lm, num_blocks, timings, out_dir)
     with _timed(timings, "select"):
-        if method == "none":
+        if method == "finercut":
+            pass  # chosen with the search above
+        elif method == "none":
             plan = PruningPlan(
                 "none",
                 None,
@@ -90,14 +95,23 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     log.info("plan: remove blocks %s %s", plan.removed_blocks, plan.note)
 
     with _timed(timings, "prune"):
-        remove_blocks(lm.model, lm.adapter, plan.removed_blocks)
+        if method == "finercut":
+            prune_sublayers(
+                lm.model,
+                lm.adapter,
+                plan.removed_attention + plan.removed_blocks,
+                plan.removed_mlp + plan.removed_blocks,
+            )
+        else:
+            remove_blocks(lm.model, lm.adapter, plan.removed_blocks)
     params_after = count_parameters(lm.model)  # the pruned model, before any LoRA adapter
     checkpoint = None
     h = cfg.healing
     needs_folder = h.name == "qlora" or (h.name in ("lora", "qlora") and h.merge)
     if cfg.save_checkpoint or needs_folder:
         with _timed(timings, "save"):
-            checkpoint = str(save_checkpoint(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
+            save = save_sublayer_checkpoint if method == "finercut" else save_checkpoint
+            checkpoint = str(save(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
 
     healing = None
     model = lm.model
@@ -133,6 +147,43 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     }
     atomic.write_json(out_dir / "results.json", results)
     return results
+
+
+def _finercut(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
+    """The FinerCut search (cached, prefix-consistent) and its plan + figures."""
+    from layerprune.methods.finercut_stage import finercut_order, finercut_plan, removal_count
+    from layerprune.report.sublayers import plot_discrepancy_curve, plot_removed_map
+
+    pm, c = cfg.pruning_method, cfg.calibration
+    count = removal_count(cfg.fraction, num_blocks, pm.granularity)
+    search = max(count, removal_count(pm.search_fraction, num_blocks, pm.granularity))
+    with _timed(timings, "search"):
+        order, hit = finercut_order(
+            lm,
+            c.source.value,
+            c.split.value,
+            c.num_sequences,
+            c.seq_len,
+            c.batch_size,
+            c.seed,
+            cfg.metric.name,
+            pm.granularity,
+            pm.evaluator,
+            search,
+        )
+    plan = finercut_plan(order, count, cfg.fraction, num_blocks, cfg.metric.name, pm.granularity)
+    if count == 0:
+        plan.note = "n = 0: the unpruned model"
+    plot_removed_map(
+        plan,
+        num_blocks,
+        out_dir / "removed_sublayers.png",
+        f"{cfg.model.name}: FinerCut ({cfg.metric.name}), {count} of {2 * num_blocks}",
+    )
+    plot_discrepancy_curve(
+        plan.scores["order"], out_dir / "discrepancy_curve.png", cfg.metric.name, count
+    )
+    return plan, "hit" if hit else "miss"
 
 
 def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_dir: Path):

@@ -17,9 +17,9 @@ from layerprune.errors import LayerpruneError
 SUPPORTED = ("llama", "qwen2", "mistral", "gemma3_text")
 
 
-def _child_with(block: nn.Module, attr: str) -> nn.Module:
-    """The unique direct child of ``block`` that has ``attr`` (e.g. ``o_proj``)."""
-    found = [m for _, m in block.named_children() if hasattr(m, attr)]
+def _child_name(block: nn.Module, attr: str) -> str:
+    """Name of the unique direct child of ``block`` that has ``attr`` (e.g. ``o_proj``)."""
+    found = [name for name, m in block.named_children() if hasattr(m, attr)]
     if len(found) != 1:
         raise LayerpruneError(
             f"{type(block).__name__}: expected one child with '{attr}', found {len(found)}"
@@ -32,18 +32,22 @@ class BlockAdapter:
     """Answers structural questions about a causal LM of a supported family."""
 
     family: str
+    attn_name: str = "self_attn"  # the block's child holding o_proj
+    mlp_name: str = "mlp"  # the block's child holding down_proj
 
     @classmethod
     def for_model(cls, model: nn.Module) -> BlockAdapter:
-        """Check the family is supported and the layout is the expected one."""
+        """Check the family is supported and find the sublayers by introspection."""
         family = getattr(model.config, "model_type", "?")
         if family not in SUPPORTED:
             raise LayerpruneError(
                 f"model family '{family}' is not supported (supported: {', '.join(SUPPORTED)})"
             )
-        adapter = cls(family)
-        adapter.blocks(model)  # raises if the layout differs
-        return adapter
+        blocks = cls(family).blocks(model)  # raises if the layout differs
+        names = getattr(model.config, "layerprune_sublayer_names", None)
+        if names:  # a sublayer-pruned checkpoint: block 0 may hold a stand-in
+            return cls(family, names[0], names[1])
+        return cls(family, _child_name(blocks[0], "o_proj"), _child_name(blocks[0], "down_proj"))
 
     def decoder(self, model: nn.Module) -> nn.Module:
         """The base transformer (``model.model``): embeddings, blocks, final norm."""
@@ -57,12 +61,12 @@ class BlockAdapter:
         return layers
 
     def attention(self, model: nn.Module, i: int) -> nn.Module:
-        """Self-attention sublayer of block ``i`` (the module holding ``o_proj``)."""
-        return _child_with(self.blocks(model)[i], "o_proj")
+        """Self-attention sublayer of block ``i`` (a ``SkippedAttention`` once removed)."""
+        return getattr(self.blocks(model)[i], self.attn_name)
 
     def mlp(self, model: nn.Module, i: int) -> nn.Module:
-        """MLP sublayer of block ``i`` (the module holding ``down_proj``)."""
-        return _child_with(self.blocks(model)[i], "down_proj")
+        """MLP sublayer of block ``i`` (a ``SkippedMLP`` once removed)."""
+        return getattr(self.blocks(model)[i], self.mlp_name)
 
     def attention_out(self, model: nn.Module, i: int) -> nn.Linear:
         """The projection whose output is the attention's residual-branch contribution."""

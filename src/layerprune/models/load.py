@@ -86,6 +86,12 @@ def _identity(cfg: ModelConfig, folder: Path | None) -> str:
     return f"path:{folder.resolve()}:{hashlib.sha256(repr(stats).encode()).hexdigest()[:16]}"
 
 
+def _is_sublayer_checkpoint(folder: Path | None) -> bool:
+    if folder is None or not (folder / "config.json").exists():
+        return False
+    return "layerprune_sublayer_names" in json.loads((folder / "config.json").read_text())
+
+
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load the model ``cfg`` describes, in eval mode, on its device, with a pad token set."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -102,7 +108,9 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     else:
         folder = None if cfg.source == ModelSource.hub else _local_folder(cfg)
         where = str(folder) if folder else cfg.id
-        kwargs: dict = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+        # a sublayer-pruned layerprune checkpoint carries its own (generated) modeling file
+        trust = cfg.trust_remote_code or _is_sublayer_checkpoint(folder)
+        kwargs: dict = {"dtype": dtype, "trust_remote_code": trust}
         if cfg.revision:
             kwargs["revision"] = cfg.revision
         if cfg.device_map:

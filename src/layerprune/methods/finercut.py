@@ -1,0 +1,246 @@
+"""FinerCut (Zhang et al. 2024): greedily remove the sublayer whose removal changes the output least.
+
+Candidates are every attention and every MLP sublayer (``granularity`` restricts them to
+attention only, MLP only, or whole blocks). Each step scores every remaining candidate by the
+discrepancy between the original model's output and the output with the candidate removed
+*together with* everything removed so far, and removes the best one. The order is
+prefix-consistent: the first k entries are the plan for any k.
+
+Two evaluators give the same scores:
+
+- ``NaiveEvaluator`` (the official code's way): a full forward pass per candidate, with the
+  outputs of removed sublayers' ``o_proj`` / ``down_proj`` zeroed by hooks.
+- ``FastEvaluator``: removed sublayers are replaced by stand-ins that compute nothing, and a
+  candidate at block i starts from the cached residual stream entering block i (computed once
+  per step; blocks before i are never re-run).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
+from layerprune.models.adapter import BlockAdapter
+from layerprune.surgery.skip import skip_sublayers
+
+GRANULARITIES = ("sublayer", "attention", "mlp", "block")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str  # "attention" | "mlp" | "block"
+    block: int
+
+    def parts(self) -> list[tuple[str, int]]:
+        """The sublayers this candidate removes."""
+        if self.kind == "block":
+            return [("attention", self.block), ("mlp", self.block)]
+        return [(self.kind, self.block)]
+
+
+def candidates(num_blocks: int, granularity: str) -> list[Candidate]:
+    """The candidate set, attention before MLP within a block (ties resolve in this order)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity '{granularity}' not in {GRANULARITIES}")
+    kinds = {
+        "sublayer": ["attention", "mlp"],
+        "attention": ["attention"],
+        "mlp": ["mlp"],
+        "block": ["block"],
+    }[granularity]
+    return [Candidate(k, i) for i in range(num_blocks) for k in kinds]
+
+
+def _hidden(x):
+    return x[0] if isinstance(x, tuple) else x
+
+
+class _Base:
+    """What both evaluators share: the reference outputs and the output/metric arithmetic."""
+
+    def __init__(self, model, adapter: BlockAdapter, batches: list[torch.Tensor], metric: str):
+        self.model, self.adapter, self.batches, self.metric = model, adapter, batches, metric
+        self.num_blocks = len(adapter.blocks(model))
+        self.block_forwards = 0.0  # in units of whole blocks (a sublayer counts 1/2)
+        with torch.no_grad():  # the original's outputs, once
+            outs = [self._output(self._final_hidden_full(b)) for b in batches]
+        self.reference = [
+            o if metric in ON_HIDDEN else torch.log_softmax(o.double(), -1) for o in outs
+        ]
+
+    @torch.no_grad()
+    def _final_hidden_full(self, ids: torch.Tensor) -> torch.Tensor:
+        out = self.adapter.decoder(self.model)(input_ids=ids, use_cache=False)
+        return out.last_hidden_state  # after the final norm
+
+    def _output(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        """What the metric compares: final hidden states, or logits."""
+        if self.metric in ON_HIDDEN:
+            return final_hidden
+        return self.model.get_output_embeddings()(final_hidden)
+
+    def _score(self, outputs: list[torch.Tensor]) -> float:
+        total = sum(
+            discrepancy_sum(self.metric, r, o) for r, o in zip(self.reference, outputs, strict=True)
+        )
+        return total / sum(units(self.metric, b) for b in self.batches)
+
+
+class NaiveEvaluator(_Base):
+    """A full forward per candidate; removed sublayers' output projections zeroed by hooks."""
+
+    def __init__(self, model, adapter, batches, metric):
+        super().__init__(model, adapter, batches, metric)
+        self.removed: list[Candidate] = []
+
+    def _projection(self, kind: str, i: int):
+        a = self.adapter
+        return a.attention_out(self.model, i) if kind == "attention" else a.mlp_out(self.model, i)
+
+    @torch.no_grad()
+    def scores(self, remaining: list[Candidate]) -> list[float]:
+        out = []
+        for cand in remaining:
+            parts = [p for c in [*self.removed, cand] for p in c.parts()]
+            hooks = [
+                self._projection(k, i).register_forward_hook(lambda m, a, o: torch.zeros_like(o))
+                for k, i in parts
+            ]
+            try:
+                outputs = [self._output(self._final_hidden_full(b)) for b in self.batches]
+            finally:
+                for h in hooks:
+                    h.remove()
+            self.block_forwards += self.num_blocks * len(self.batches)
+            out.append(self._score(outputs))
+        return out
+
+    def commit(self, cand: Candidate) -> None:
+        self.removed.append(cand)
+
+
+class FastEvaluator(_Base):
+    """Removed sublayers cost nothing; a candidate at block i starts from the cached x(i)."""
+
+    def __init__(self, model, adapter, batches, metric):
+        model = copy.deepcopy(model)  # stand-ins are swapped into this copy, never the caller's
+        super().__init__(model, adapter, batches, metric)
+        self.skipped: set[tuple[str, int]] = set()
+        self.inputs: list[list[torch.Tensor]] = []  # [block][batch] residual entering the block
+        self.kwargs: list[list[dict]] = []  # [block][batch] what the decoder passed the block
+        self._cache_inputs()
+
+    def _cost(self, i: int) -> float:
+        """Block forwards that running block i costs now (skipped sublayers are free)."""
+        return sum(0.5 for k in ("attention", "mlp") if (k, i) not in self.skipped)
+
+    @torch.no_grad()
+    def _cache_inputs(self) -> None:
+        """One forward of the current model, recording each block's input and kwargs."""
+        blocks = self.adapter.blocks(self.model)
+        self.inputs = [[] for _ in blocks]
+        self.kwargs = [[] for _ in blocks]
+
+        def grab(i):
+            def hook(module, args, kwargs):
+                self.inputs[i].append(args[0] if args else kwargs["hidden_states"])
+                self.kwargs[i].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+
+            return hook
+
+        handles = [
+            b.register_forward_pre_hook(grab(i), with_kwargs=True) for i, b in enumerate(blocks)
+        ]
+        try:
+            for ids in self.batches:
+                self.adapter.decoder(self.model)(input_ids=ids, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        self.block_forwards += sum(self._cost(i) for i in range(self.num_blocks)) * len(
+            self.batches
+        )
+
+    @torch.no_grad()
+    def _refresh_inputs(self, start: int) -> None:
+        """After a removal at block ``start``: inputs of blocks <= start are still valid; only
+        the later ones are recomputed, from the cached input of ``start``."""
+        blocks = self.adapter.blocks(self.model)
+        for b in range(len(self.batches)):
+            h = self.inputs[start][b]
+            for j in range(start, self.num_blocks - 1):
+                h = _hidden(blocks[j](h, **self.kwargs[j][b]))
+                self.inputs[j + 1][b] = h
+        cost = sum(self._cost(j) for j in range(start, self.num_blocks - 1))
+        self.block_forwards += cost * len(self.batches)
+
+    @torch.no_grad()
+    def _run_from(self, start: int) -> list[torch.Tensor]:
+        """Outputs when blocks start.. run on the cached inputs of block ``start``."""
+        blocks = self.adapter.blocks(self.model)
+        norm = self.adapter.final_norm(self.model)
+        outputs = []
+        for b in range(len(self.batches)):
+            h = self.inputs[start][b]
+            for j in range(start, self.num_blocks):
+                h = _hidden(blocks[j](h, **self.kwargs[j][b]))
+            outputs.append(self._output(norm(h)))
+        self.block_forwards += sum(self._cost(j) for j in range(start, self.num_blocks)) * len(
+            self.batches
+        )
+        return outputs
+
+    def _swap(self, parts: list[tuple[str, int]]) -> dict:
+        """Put stand-ins in for ``parts``; return what to restore."""
+        blocks = self.adapter.blocks(self.model)
+        saved = {}
+        for kind, i in parts:
+            name = self.adapter.attn_name if kind == "attention" else self.adapter.mlp_name
+            saved[(name, i)] = getattr(blocks[i], name)
+        skip_sublayers(
+            self.model,
+            blocks,
+            self.adapter.attn_name,
+            self.adapter.mlp_name,
+            [i for k, i in parts if k == "attention"],
+            [i for k, i in parts if k == "mlp"],
+        )
+        self.skipped.update(parts)
+        return saved
+
+    def _restore(self, saved: dict) -> None:
+        blocks = self.adapter.blocks(self.model)
+        for (name, i), module in saved.items():
+            setattr(blocks[i], name, module)
+            self.skipped.discard(("attention" if name == self.adapter.attn_name else "mlp", i))
+
+    def scores(self, remaining: list[Candidate]) -> list[float]:
+        out = []
+        for cand in remaining:
+            saved = self._swap(cand.parts())
+            try:
+                out.append(self._score(self._run_from(cand.block)))
+            finally:
+                self._restore(saved)
+        return out
+
+    def commit(self, cand: Candidate) -> None:
+        self._swap(cand.parts())
+        self._refresh_inputs(cand.block)
+
+
+def greedy_order(evaluator, cands: list[Candidate], count: int, progress: bool = True):
+    """Remove ``count`` candidates greedily; return ``[(candidate, discrepancy), ...]``."""
+    remaining = list(cands)
+    order = []
+    for _ in tqdm(range(count), desc="finercut", unit="step", disable=not progress):
+        scores = evaluator.scores(remaining)
+        best = min(range(len(scores)), key=lambda k: (scores[k], k))
+        cand = remaining.pop(best)
+        evaluator.commit(cand)
+        order.append((cand, scores[best]))
+    return order
