@@ -1,0 +1,57 @@
+"""FinerCut search cost, fast vs naive evaluator, on the same model and calibration tokens.
+
+Both run the greedy search for ``--steps`` removals; the script checks that they choose the
+same sublayers (discrepancies within 1e-5) and prints wall time, block forwards and the ratios
+(target fast / naive <= 0.5).
+
+    .venv/bin/python benchmarks/finercut_search.py --sequences 4 --seq-len 128 --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from layerprune.config import ModelConfig
+from layerprune.data.packing import pack
+from layerprune.data.text import load_documents
+from layerprune.methods.finercut import FastEvaluator, NaiveEvaluator, candidates, greedy_order
+from layerprune.models.load import load_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--metric", default="js")
+    p.add_argument("--sequences", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=8)
+    args = p.parse_args()
+
+    lm = load_model(ModelConfig(name=args.model, source="asset", id=args.model))
+    seqs = pack(lm.tokenizer, load_documents("wiki", "calibration"), args.seq_len, 0)
+    seqs = seqs[: args.sequences]
+    batches = [seqs[i : i + args.batch_size] for i in range(0, len(seqs), args.batch_size)]
+    cands = candidates(len(lm.adapter.blocks(lm.model)), "sublayer")
+    runs = {}
+    for name, cls in (("naive", NaiveEvaluator), ("fast", FastEvaluator)):
+        start = time.perf_counter()
+        ev = cls(lm.model, lm.adapter, batches, args.metric)
+        order = greedy_order(ev, cands, args.steps)
+        runs[name] = (order, time.perf_counter() - start, ev.block_forwards)
+        print(
+            f"{name:5s}: {runs[name][1]:7.1f} s, {ev.block_forwards:8.0f} block forwards, "
+            f"order {[f'{c.kind[0]}{c.block}' for c, _ in order]}"
+        )
+    (a, ta, fa), (b, tb, fb) = runs["naive"], runs["fast"]
+    same = [c for c, _ in a] == [c for c, _ in b]
+    gap = max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True))
+    print(f"identical selections: {same}; max discrepancy difference {gap:.2e}")
+    print(
+        f"ratio fast / naive: wall time {tb / ta:.3f}, block forwards {fb / fa:.3f} (target <= 0.5)"
+    )
+
+
+if __name__ == "__main__":
+    main()
