@@ -36,3 +36,18 @@ def test_report_table_and_curves(tmp_path):
     assert table.set_index("fraction")["params_ratio"].to_dict() == {0.0: 1.0, 0.2: 0.8, 0.4: 0.6}
     assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
     assert "last_layers" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_report_variants_query_and_params_axis(tmp_path):
+    fake_result(tmp_path / "runs" / "0", "none", 0.0, 0.6)
+    fake_result(tmp_path / "runs" / "1", "last_layers", 0.2, 0.5)
+    fake_result(tmp_path / "runs" / "2", "shortgpt", 0.2, 0.4)
+    table = build_report(
+        [tmp_path / "runs", tmp_path / "runs" / "1"],
+        tmp_path / "out",
+        ["arc_easy/acc"],
+        query="method != 'shortgpt'",
+        x="params_removed",
+    )
+    assert sorted(table["method"]) == ["last_layers", "none"]  # filtered, and no duplicate row
+    assert (tmp_path / "out" / "curves.png").exists()

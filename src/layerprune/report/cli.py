@@ -1,6 +1,7 @@
 """``layerprune-report ROOT... --out DIR``: results.json files -> table (CSV, Markdown) + curves.
 
-Jobs with ``method == none`` (the unpruned model) start every method's curve at fraction 0.
+Jobs with ``method == none`` (the unpruned model) start every variant's curve at fraction 0.
+A variant is a method plus its healing (``deeper_layers + lora``).
 """
 
 from __future__ import annotations
@@ -16,20 +17,31 @@ from layerprune.report.table import load_results
 DEFAULT_METRICS = ["arc_easy/acc", "piqa/acc", "winogrande/acc", "c4/loss", "wiki/ppl"]
 
 
-def build_report(roots: list[Path], out: Path, metrics: list[str], title: str = "") -> pd.DataFrame:
-    """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out``; return the table."""
+def build_report(
+    roots: list[Path],
+    out: Path,
+    metrics: list[str],
+    title: str = "",
+    query: str = "",
+    x: str = "fraction",
+) -> pd.DataFrame:
+    """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out``; return the table.
+
+    ``query`` filters rows (pandas ``DataFrame.query``, e.g. ``"method != 'shortgpt'"``).
+    """
     df = pd.concat([load_results(r) for r in roots], ignore_index=True)
+    if query and not df.empty:
+        df = df.query(query)
     if df.empty:
         raise SystemExit(f"no results.json under {', '.join(map(str, roots))}")
+    same = [c for c in df.columns if c != "path" and not c.startswith("time/")]
+    df = df.drop_duplicates(subset=same)  # one job reached through two roots
     base = df[df["method"] == "none"]
     pruned = df[df["method"] != "none"]
-    curves = (
-        pd.concat(
-            [pruned] + [base.assign(method=m) for m in pruned["method"].unique()], ignore_index=True
-        )
-        if not pruned.empty
-        else df
-    )
+    curves = df
+    if not pruned.empty:
+        variants = pruned["variant"].unique()
+        curves = pd.concat([pruned] + [base.assign(variant=v) for v in variants])
     metrics = [m for m in metrics if m in df]
     out.mkdir(parents=True, exist_ok=True)
     cols = [
@@ -47,19 +59,23 @@ def build_report(roots: list[Path], out: Path, metrics: list[str], title: str = 
     table = df[[c for c in cols if c in df]].sort_values(["model", "method", "healing", "fraction"])
     table.to_csv(out / "table.csv", index=False)
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
-    plot_curves(curves, metrics, out / "curves.png", by="variant", title=title)
+    plot_curves(curves, metrics, out / "curves.png", by="variant", title=title, x=x)
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
     p = argparse.ArgumentParser(prog="layerprune-report", description=__doc__.split("\n")[0])
     p.add_argument("roots", nargs="+", type=Path, help="folders searched for results.json")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     p.add_argument("--title", default="")
     p.add_argument("--query", default="", help="pandas query to filter rows")
+    p.add_argument("--x", default="fraction", choices=["fraction", "params_removed"])
     args = p.parse_args(argv)
-    table = build_report(args.roots, args.out, args.metrics.split(","), args.title, args.query)
+    table = build_report(
+        args.roots, args.out, args.metrics.split(","), args.title, args.query, args.x
+    )
     print(table.to_markdown(index=False, floatfmt=".4f"))
 
 

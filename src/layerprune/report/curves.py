@@ -17,16 +17,27 @@ def plot_curves(
     path: Path,
     by: str = "method",
     title: str = "",
+    x: str = "fraction",
 ) -> Path:
-    """One panel per metric, one line per ``by`` value; a dashed line at the chance level."""
+    """One panel per metric, one line per ``by`` value; a dashed line at the chance level.
+
+    ``x="params_removed"`` plots against the fraction of parameters removed instead, which
+    compares block and sublayer methods at equal size.
+    """
+    df = df.assign(params_removed=1 - df["params_ratio"]) if "params_ratio" in df else df
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        for name, group in df.sort_values("fraction").groupby(by):
-            ax.plot(group["fraction"], group[metric], marker="o", label=str(name))
+        for name, group in df.sort_values(x).groupby(by):
+            ax.plot(group[x], group[metric], marker="o", label=str(name))
         chance = metric.rsplit("/", 1)[0] + "/chance"
         if chance in df and df[chance].notna().any():
             ax.axhline(df[chance].mean(), color="gray", ls="--", lw=1, label="chance")
-        ax.set_xlabel("fraction of blocks removed")
+        ax.set_xlabel(
+            {
+                "fraction": "fraction removed",
+                "params_removed": "fraction of parameters removed",
+            }.get(x, x)
+        )
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
