@@ -17,11 +17,16 @@ from tests.conftest import CONF_DIR, compose
 GROUPS = ["model", "calibration", "pruning_method", "metric", "healing", "benchmark", "tracking"]
 OPTIONS = [
     (group, path.stem)
-    for group in GROUPS + ["experiment"]
+    for group in GROUPS + ["experiment", "combo"]
     for path in sorted((CONF_DIR / group).glob("*.yaml"))
 ]
 # options that only make sense together with another choice
-COMPANIONS = {("metric", "block_influence"): ["pruning_method=shortgpt"]}
+COMPANIONS = {
+    ("metric", "block_influence"): ["pruning_method=shortgpt"],
+    ("metric", "js"): ["pruning_method=finercut"],
+    ("metric", "js_code"): ["pruning_method=finercut"],
+    ("metric", "kl"): ["pruning_method=finercut"],
+}
 LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
 
 
@@ -37,6 +42,8 @@ def test_option_composes_and_validates(group, option):
     assert isinstance(checked, Config)
     if group == "experiment":
         assert checked.experiment is not None
+    elif group == "combo":
+        assert checked.metric.name != "default"
     else:
         assert OmegaConf.select(cfg, f"{group}.name") or OmegaConf.select(cfg, group)
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from layerprune import atomic
 from layerprune.config import register, validate
 from layerprune.errors import LayerpruneError
 
@@ -24,21 +26,45 @@ register()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         checked = validate(cfg)
-        from layerprune import pipeline
-
-        out_dir = Path(HydraConfig.get().runtime.output_dir)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        results = pipeline.run(checked, resolved, out_dir)
+        run_job(checked, OmegaConf.to_container(cfg, resolve=True), out_dir, multirun)
     except LayerpruneError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    log.info("results: %s", out_dir / "results.json")
-    for key, value in results["metrics"].items():
-        print(f"{key} = {value:.4f}" if isinstance(value, float) else f"{key} = {value}")
-    return None
+        if not multirun:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # in a sweep one bad job must not stop the others: record it and go on
+        log.error("job failed: %s", e)
+        atomic.write_text(out_dir / "error.txt", f"{e}\n")
+
+
+def run_job(cfg, resolved: dict, out_dir: Path, multirun: bool) -> dict:
+    """Skip a stored job (its stored results are copied here), else run, store and track it."""
+    from layerprune import pipeline
+    from layerprune.store import RunStore, job_key
+    from layerprune.tracking import tracker
+
+    store = RunStore(Path(cfg.store_dir))
+    key = job_key(resolved)
+    results = store.get(key)
+    if results is not None and not cfg.force:
+        log.info("skipped: already stored at %s (force=true reruns it)", store.path(key))
+        atomic.write_json(out_dir / "results.json", results)
+    else:
+        t = cfg.tracking
+        group = t.group or (out_dir.parent.name if multirun else None)
+        with tracker(t.name, t.project, t.mode, group, out_dir.name, resolved, Path(t.dir)) as tr:
+            results = pipeline.run(cfg, resolved, out_dir)
+            tr.log_results(results, out_dir)
+        store.put(key, results)
+        log.info("results: %s (stored as %s)", out_dir / "results.json", key)
+    for name, value in results["metrics"].items():
+        print(f"{name} = {value:.4f}" if isinstance(value, float) else f"{name} = {value}")
+    return results
 
 
 def one_line(error: Exception) -> str:

@@ -114,7 +114,13 @@ class TokenReduction(str, Enum):
 
 
 PRUNING_METHODS = ("none", "deeper_layers", "last_layers", "shortgpt", "finercut")
-METRICS = ("angular", "cosine", "l2", "block_influence", "js", "js_code", "kl")
+METRICS = ("default", "angular", "cosine", "l2", "block_influence", "js", "js_code", "kl")
+# metric=default: each method's paper setting (so one sweep can span methods)
+DEFAULT_METRIC = {
+    "deeper_layers": ("angular", "last"),
+    "shortgpt": ("block_influence", "mean"),
+    "finercut": ("js", "mean"),
+}
 GRANULARITIES = ("sublayer", "attention", "mlp", "block")
 
 
@@ -242,7 +248,17 @@ class BenchmarkConfig:
 
 @dataclass
 class TrackingConfig:
-    name: str = "none"
+    name: str = "none"  # none | wandb
+    project: str = "layerprune"
+    mode: str = "offline"  # offline (files under dir; `wandb sync` later) | online
+    group: str | None = None  # default: the sweep folder's name
+    dir: str = "outputs/wandb"
+
+    def __post_init__(self) -> None:
+        if self.name not in ("none", "wandb"):
+            raise LayerpruneError(f"tracking.name={self.name!r}: none or wandb")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise LayerpruneError(f"tracking.mode={self.mode!r}: offline, online or disabled")
 
 
 @dataclass
@@ -260,11 +276,17 @@ class Config:
     fraction: float = 0.0  # of blocks (block methods) or of sublayers (FinerCut)
     seed: int = 0
     save_checkpoint: bool = False  # save the pruned model (HF folder + pruning_plan.json)
+    store_dir: str = "outputs/runs"  # run store: finished jobs by config hash
+    force: bool = False  # rerun a job even if the store has it
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
-        method, metric = self.pruning_method.name, self.metric.name
+        method = self.pruning_method.name
+        if self.metric.name == "default" and method in DEFAULT_METRIC:
+            name, reduction = DEFAULT_METRIC[method]
+            self.metric = MetricConfig(name, TokenReduction(reduction))
+        metric = self.metric.name
         if method == "deeper_layers" and metric not in ("angular", "cosine", "l2"):
             raise LayerpruneError(
                 f"deeper_layers compares block inputs with angular, cosine or l2, not {metric}"

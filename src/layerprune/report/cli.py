@@ -25,7 +25,7 @@ def build_report(
     query: str = "",
     x: str = "fraction",
 ) -> pd.DataFrame:
-    """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out``; return the table.
+    """Write ``table.csv``, ``table.md``, ``all.parquet`` and ``curves.png`` into ``out``.
 
     ``query`` filters rows (pandas ``DataFrame.query``, e.g. ``"method != 'shortgpt'"``).
     """
@@ -58,6 +58,7 @@ def build_report(
     ]
     table = df[[c for c in cols if c in df]].sort_values(["model", "method", "healing", "fraction"])
     table.to_csv(out / "table.csv", index=False)
+    df.drop(columns=["path"]).to_parquet(out / "all.parquet", index=False)  # every column
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
     plot_curves(curves, metrics, out / "curves.png", by="variant", title=title, x=x)
     return table

@@ -1,0 +1,49 @@
+"""The run store: every finished job's results, keyed by the hash of its resolved config.
+
+``outputs/runs/<key>/results.json``. A job whose key is stored is skipped (unless
+``force=true``), so a sweep killed at any point and relaunched runs only what is missing.
+Writes are atomic; two jobs with one key may both compute, and the last rename wins with an
+identical file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from layerprune import atomic
+
+# keys that change where or how a job is reported, not what it computes
+NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking")
+
+
+def job_key(resolved: dict[str, Any]) -> str:
+    """sha256 of the resolved job config, without ``NOT_IN_KEY``."""
+    job = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY}
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class RunStore:
+    """A folder of ``<key>/results.json``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key / "results.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored results, or None."""
+        path = self.path(key)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, key: str, results: dict[str, Any]) -> Path:
+        """Store atomically; returns the path."""
+        atomic.write_json(self.path(key), results)
+        return self.path(key)
+
+    def all(self) -> list[Path]:
+        """Every stored results.json."""
+        return sorted(self.root.glob("*/results.json"))

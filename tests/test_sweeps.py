@@ -1,0 +1,105 @@
+"""Sweeps: experiment files compose at every sweep point; the run store skips finished jobs;
+a killed sweep relaunched ends with exactly the full set of results."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from layerprune.config import validate
+from layerprune.report.table import load_results
+from tests.conftest import CONF_DIR, compose
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+LAYERPRUNE = str(Path(sys.executable).parent / "layerprune")
+SWEEP = [
+    "model=tiny-llama,tiny-qwen2",
+    "pruning_method=last_layers",
+    "fraction=0.25,0.5",
+    "benchmark=none",
+]
+
+
+def sweep_points(experiment: str) -> list[list[str]]:
+    """The overrides of every job ``layerprune -m experiment=NAME`` would launch."""
+    cfg = compose([f"experiment={experiment}"], hydra=True)
+    params = cfg.hydra.sweeper.params or {}
+    keys = list(params)
+    values = [str(params[k]).split(",") for k in keys]
+    return [
+        [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]
+        for combo in itertools.product(*values)
+    ]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_at_every_sweep_point(experiment):
+    points = sweep_points(experiment)
+    assert points or experiment == "tiny_smoke"
+    for overrides in points or [[]]:
+        checked = validate(compose([f"experiment={experiment}", *overrides]))
+        if experiment != "tiny_smoke":
+            assert checked.experiment == experiment
+
+
+def run_sweep(cwd: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LAYERPRUNE, "-m", *SWEEP, *extra], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_parallel_sweep_fills_store_then_skips(tmp_path):
+    first = run_sweep(tmp_path, ["hydra/launcher=local", "hydra.sweep.dir=sweep1"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = list((tmp_path / "outputs" / "runs").glob("*/results.json"))
+    assert len(store) == 4
+    table = load_results(tmp_path / "sweep1")
+    assert sorted(zip(table["model"], table["fraction"], strict=True)) == [
+        ("tiny-llama", 0.25),
+        ("tiny-llama", 0.5),
+        ("tiny-qwen2", 0.25),
+        ("tiny-qwen2", 0.5),
+    ]
+    assert (tmp_path / "sweep1" / "report" / "table.csv").exists()  # the end-of-sweep callback
+
+    again = run_sweep(tmp_path, ["hydra.sweep.dir=sweep2"])
+    assert again.returncode == 0
+    assert (
+        again.stdout.count("skipped: already stored")
+        + again.stderr.count("skipped: already stored")
+        == 4
+    )
+    assert len(list((tmp_path / "outputs" / "runs").glob("*/results.json"))) == 4
+
+
+def test_killed_sweep_relaunched_runs_only_the_missing_jobs(tmp_path):
+    store = tmp_path / "outputs" / "runs"
+    proc = subprocess.Popen(
+        [LAYERPRUNE, "-m", *SWEEP, "hydra.sweep.dir=killed"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not list(store.glob("*/results.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(store.glob("*/results.json")))
+    assert 1 <= done_before <= 4
+
+    again = run_sweep(tmp_path, ["hydra.sweep.dir=relaunch"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert log.count("skipped: already stored") == done_before
+    assert len(list(store.glob("*/results.json"))) == 4
+    assert len(load_results(tmp_path / "relaunch")) == 4
+    assert not list(store.glob("*/.*.tmp"))  # no half-written file survived the kill
