@@ -103,3 +103,19 @@ def test_killed_sweep_relaunched_runs_only_the_missing_jobs(tmp_path):
     assert len(list(store.glob("*/results.json"))) == 4
     assert len(load_results(tmp_path / "relaunch")) == 4
     assert not list(store.glob("*/.*.tmp"))  # no half-written file survived the kill
+
+
+def test_wandb_offline_run_per_job(tmp_path):
+    """tracking=wandb writes an offline run (no network) with the job's numbers and plan."""
+
+    proc = subprocess.run(
+        [LAYERPRUNE, "experiment=tiny_smoke", "tracking=wandb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "wandb").rglob("offline-run-*/run-*.wandb")
+    data = run.read_bytes()  # the offline log (protobuf records): to be `wandb sync`-ed later
+    assert b"params/after" in data and b"removed_blocks" in data and b"tiny_smoke" in data
