@@ -50,4 +50,8 @@ def test_report_variants_query_and_params_axis(tmp_path):
         x="params_removed",
     )
     assert sorted(table["method"]) == ["last_layers", "none"]  # filtered, and no duplicate row
-    assert (tmp_path / "out" / "curves.png").exists()
+    # one pruned fraction left: an ablation bar chart instead of curves
+    assert (tmp_path / "out" / "ablation.png").exists() and (
+        tmp_path / "out" / "ablation.pdf"
+    ).exists()
+    assert (tmp_path / "out" / "all.parquet").exists()

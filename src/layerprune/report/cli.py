@@ -1,20 +1,50 @@
-"""``layerprune-report ROOT... --out DIR``: results.json files -> table (CSV, Markdown) + curves.
+"""``layerprune-report ROOT... --out DIR``: results.json files -> tables and paper figures.
 
-Jobs with ``method == none`` (the unpruned model) start every variant's curve at fraction 0.
-A variant is a method plus its healing (``deeper_layers + lora``).
+Writes ``table.csv`` / ``table.md`` (the main columns), ``all.parquet`` (every column),
+``curves[_<model>].png/.pdf`` (metric vs fraction per variant, chance line, the unpruned model
+at fraction 0), ``ablation.png/.pdf`` when the variants share one fraction, and copies of the
+jobs' distance heatmaps and removed-sublayer maps into ``figures/``. A variant is what differs
+between jobs among method, metric, granularity and healing (``deeper_layers + lora``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from layerprune.report.curves import plot_curves
+from layerprune.report.curves import plot_bars, plot_curves
 from layerprune.report.table import load_results
 
-DEFAULT_METRICS = ["arc_easy/acc", "piqa/acc", "winogrande/acc", "c4/loss", "wiki/ppl"]
+DEFAULT_METRICS = [
+    "mmlu/acc",
+    "boolq/acc",
+    "arc_easy/acc",
+    "piqa/acc",
+    "winogrande/acc",
+    "hellaswag/acc_norm",
+    "c4/loss",
+    "wiki/ppl",
+]
+VARIANT_KEYS = ["method", "metric", "granularity", "healing"]
+
+
+def label_variants(df: pd.DataFrame) -> pd.DataFrame:
+    """A ``variant`` column naming what differs between the pruned jobs."""
+    pruned = df[df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] > 0]
+    keys = [k for k in VARIANT_KEYS if k in df and pruned[k].astype(str).nunique() > 1]
+    keys = keys or ["method"]
+
+    def name(row) -> str:
+        parts = [str(row["method"])]
+        for k in keys:
+            if k != "method" and row[k] not in (None, "none") and row[k] == row[k]:
+                parts.append(str(row[k]))
+        return " + ".join(parts)
+
+    return df.assign(variant=df.apply(name, axis=1))
 
 
 def build_report(
@@ -25,7 +55,7 @@ def build_report(
     query: str = "",
     x: str = "fraction",
 ) -> pd.DataFrame:
-    """Write ``table.csv``, ``table.md``, ``all.parquet`` and ``curves.png`` into ``out``.
+    """Write the tables and figures into ``out``; return the main table.
 
     ``query`` filters rows (pandas ``DataFrame.query``, e.g. ``"method != 'shortgpt'"``).
     """
@@ -35,19 +65,16 @@ def build_report(
     if df.empty:
         raise SystemExit(f"no results.json under {', '.join(map(str, roots))}")
     same = [c for c in df.columns if c != "path" and not c.startswith("time/")]
-    df = df.drop_duplicates(subset=same)  # one job reached through two roots
-    base = df[df["method"] == "none"]
-    pruned = df[df["method"] != "none"]
-    curves = df
-    if not pruned.empty:
-        variants = pruned["variant"].unique()
-        curves = pd.concat([pruned] + [base.assign(variant=v) for v in variants])
+    df = label_variants(df.drop_duplicates(subset=same))  # one job reached through two roots
     metrics = [m for m in metrics if m in df]
     out.mkdir(parents=True, exist_ok=True)
+
     cols = [
         "model",
+        "variant",
         "method",
         "metric",
+        "granularity",
         "healing",
         "fraction",
         "removed_blocks",
@@ -56,11 +83,34 @@ def build_report(
         "params_ratio",
         *metrics,
     ]
-    table = df[[c for c in cols if c in df]].sort_values(["model", "method", "healing", "fraction"])
+    table = df[[c for c in cols if c in df]].sort_values(["model", "variant", "fraction"])
     table.to_csv(out / "table.csv", index=False)
-    df.drop(columns=["path"]).to_parquet(out / "all.parquet", index=False)  # every column
+    df.drop(columns=["path"]).to_parquet(out / "all.parquet", index=False)
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
-    plot_curves(curves, metrics, out / "curves.png", by="variant", title=title, x=x)
+
+    unpruned = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] == 0
+    for model, group in df.groupby("model"):
+        base, pruned = group[unpruned[group.index]], group[~unpruned[group.index]]
+        if pruned.empty:
+            continue
+        # the unpruned model starts every variant's curve at fraction 0
+        curves = pd.concat([pruned] + [base.assign(variant=v) for v in pruned["variant"].unique()])
+        suffix = "" if df["model"].nunique() == 1 else f"_{model}"
+        heading = f"{title} ({model})" if title else str(model)
+        if pruned["fraction"].nunique() > 1:
+            plot_curves(
+                curves, metrics, out / f"curves{suffix}.png", by="variant", title=heading, x=x
+            )
+        else:
+            plot_bars(pruned, base, metrics, out / f"ablation{suffix}.png", title=heading)
+    for png in ("distance_heatmap.png", "removed_sublayers.png", "discrepancy_curve.png"):
+        for path in df["path"]:
+            src = Path(path) / png
+            if src.exists():
+                row = df[df["path"] == path].iloc[0]
+                dest = out / "figures" / f"{row['model']}_{row['variant']}_{row['fraction']}_{png}"
+                dest.parent.mkdir(exist_ok=True)
+                shutil.copyfile(src, str(dest).replace(" + ", "+").replace(" ", ""))
     return table
 
 
@@ -72,11 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     p.add_argument("--title", default="")
     p.add_argument("--query", default="", help="pandas query to filter rows")
+    p.add_argument("--experiment", default="", help="only jobs of this experiment")
     p.add_argument("--x", default="fraction", choices=["fraction", "params_removed"])
     args = p.parse_args(argv)
-    table = build_report(
-        args.roots, args.out, args.metrics.split(","), args.title, args.query, args.x
-    )
+    query = args.query
+    if args.experiment:
+        query = " and ".join(q for q in (query, f"experiment == '{args.experiment}'") if q)
+    table = build_report(args.roots, args.out, args.metrics.split(","), args.title, query, args.x)
     print(table.to_markdown(index=False, floatfmt=".4f"))
 
 

@@ -45,5 +45,30 @@ def plot_curves(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".pdf"))
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_bars(
+    pruned: pd.DataFrame, base: pd.DataFrame, metrics: list[str], path: Path, title: str = ""
+) -> Path:
+    """Ablations at one fraction: one bar per variant per metric; dashed: unpruned, dotted: chance."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    labels = list(pruned["variant"])
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        ax.bar(range(len(labels)), pruned[metric], color="tab:blue")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        if not base.empty and metric in base:
+            ax.axhline(base[metric].mean(), color="black", ls="--", lw=1, label="unpruned")
+        chance = metric.rsplit("/", 1)[0] + "/chance"
+        if chance in pruned and pruned[chance].notna().any():
+            ax.axhline(pruned[chance].mean(), color="gray", ls=":", lw=1, label="chance")
+        ax.set_ylabel(metric)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title or f"fraction {pruned['fraction'].iloc[0]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".pdf"))
     plt.close(fig)
     return Path(path)

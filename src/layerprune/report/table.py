@@ -22,6 +22,7 @@ def load_results(root: Path) -> pd.DataFrame:
                 "method": plan["method"],
                 "metric": plan["metric"],
                 "healing": cfg["healing"]["name"],
+                "granularity": plan["scores"].get("granularity") if plan.get("scores") else None,
                 "variant": plan["method"]
                 + ("" if cfg["healing"]["name"] == "none" else f" + {cfg['healing']['name']}"),
                 "fraction": r["fraction"],
