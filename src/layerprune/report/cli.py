@@ -91,6 +91,7 @@ def build_report(
     unpruned = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] == 0
     for model, group in df.groupby("model"):
         base, pruned = group[unpruned[group.index]], group[~unpruned[group.index]]
+        base = base.drop_duplicates(subset=metrics)  # n = 0 of every method is one model
         if pruned.empty:
             continue
         # the unpruned model starts every variant's curve at fraction 0
