@@ -33,7 +33,6 @@ def _timed(timings: dict[str, float], stage: str):
 def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Run one job and write ``out_dir/results.json``; return the results dict."""
     from layerprune.evaluate.suite import evaluate_suite
-    from layerprune.methods.blocks import NEEDS_SCAN, select_blocks
     from layerprune.models.load import count_parameters, load_model
     from layerprune.surgery.blocks import remove_blocks, save_checkpoint
     from layerprune.surgery.sublayers import prune_sublayers, save_sublayer_checkpoint
@@ -41,7 +40,7 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
-    method, metric = cfg.pruning_method.name, cfg.metric
+    method = cfg.pruning_method.name
 
     with _timed(timings, "load"):
         lm = load_model(cfg.model)
@@ -49,51 +48,14 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     log.info("loaded %s (%s, %d blocks) on %s", cfg.model.name, lm.identity, num_blocks, lm.device)
     params_before = count_parameters(lm.model)
 
-    scan, scan_cache = None, None
-    if method in NEEDS_SCAN and cfg.fraction > 0:
-        from layerprune.report.heatmap import plot_heatmap
-        from layerprune.scan.run import calibrated_scan
-
-        c = cfg.calibration
-        with _timed(timings, "scan"):
-            scan, hit = calibrated_scan(
-                lm, c.source.value, c.split.value, c.num_sequences, c.seq_len, c.batch_size, c.seed
-            )
-        scan_cache = "hit" if hit else "miss"
-        log.info(
-            "scan cache %s (%d sequences, %d tokens)",
-            scan_cache,
-            scan.num_sequences,
-            scan.num_tokens,
-        )
-        shown = metric.name if metric.name != "block_influence" else "angular"
-        plot_heatmap(
-            scan,
-            shown,
-            metric.reduction.value,
-            out_dir / "distance_heatmap.png",
-            f"{cfg.model.name}: {shown} distance d(l, n), {metric.reduction.value} token",
-        )
-
-    if method == "finercut":
-        plan, scan_cache = _finercut(cfg, lm, num_blocks, timings, out_dir)
-    with _timed(timings, "select"):
-        if method == "finercut":
-            pass  # chosen with the search above
-        elif method == "none":
-            plan = PruningPlan(
-                "none",
-                None,
-                cfg.fraction,
-                num_blocks,
-                note="pruning_method=none: the unpruned model",
-            )
-        else:
-            plan = select_blocks(
-                method, cfg.fraction, num_blocks, scan, metric.name, metric.reduction.value
-            )
-    log.info("plan: remove blocks %s %s", plan.removed_blocks, plan.note)
-
+    plan, scan_cache = _select(cfg, lm, num_blocks, timings, out_dir)
+    log.info(
+        "plan: blocks %s, attention %s, MLP %s %s",
+        plan.removed_blocks,
+        plan.removed_attention,
+        plan.removed_mlp,
+        plan.note,
+    )
     with _timed(timings, "prune"):
         if method == "finercut":
             prune_sublayers(
@@ -149,6 +111,49 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return results
 
 
+def _select(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
+    """Scan (or search) and choose what to remove: ``(plan, scan_cache)``."""
+    from layerprune.methods.blocks import NEEDS_SCAN, select_blocks
+
+    method, metric = cfg.pruning_method.name, cfg.metric
+    if method == "none":
+        note = "pruning_method=none: the unpruned model"
+        return PruningPlan("none", None, cfg.fraction, num_blocks, note=note), None
+    if method == "finercut":
+        return _finercut(cfg, lm, num_blocks, timings, out_dir)
+    scan, scan_cache = None, None
+    if method in NEEDS_SCAN and cfg.fraction > 0:
+        from layerprune.report.heatmap import plot_heatmap
+        from layerprune.scan.run import calibrated_scan
+
+        c = cfg.calibration
+        with _timed(timings, "scan"):
+            scan, hit = calibrated_scan(
+                lm, c.source.value, c.split.value, c.num_sequences, c.seq_len, c.batch_size, c.seed
+            )
+        scan_cache = "hit" if hit else "miss"
+        log.info(
+            "scan cache %s (%d sequences, %d tokens)",
+            scan_cache,
+            scan.num_sequences,
+            scan.num_tokens,
+        )
+        shown = metric.name if metric.name != "block_influence" else "angular"
+        reduction = metric.reduction.value
+        plot_heatmap(
+            scan,
+            shown,
+            reduction,
+            out_dir / "distance_heatmap.png",
+            f"{cfg.model.name}: {shown} distance d(l, n), {reduction} token",
+        )
+    with _timed(timings, "select"):
+        plan = select_blocks(
+            method, cfg.fraction, num_blocks, scan, metric.name, metric.reduction.value
+        )
+    return plan, scan_cache
+
+
 def _finercut(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
     """The FinerCut search (cached, prefix-consistent) and its plan + figures."""
     from layerprune.methods.finercut_stage import finercut_order, finercut_plan, removal_count
@@ -188,9 +193,6 @@ def _finercut(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
 
 def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_dir: Path):
     """The heal stage: packed healing text -> trained model (+ adapter / merged checkpoint)."""
-    import hashlib
-    import json
-
     from layerprune import paths
     from layerprune.data.packing import pack
     from layerprune.data.text import load_documents
@@ -217,8 +219,9 @@ def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_di
         seed=cfg.seed,
     )
     # the same job config resumes from the same place, whatever its run folder
-    job = {k: v for k, v in resolved.items() if k != "hydra"}
-    key = hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from layerprune.store import job_key
+
+    key = job_key(resolved)
     model, result, saved = heal(
         lm.model,
         lm.tokenizer,
