@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Issue #4: SmolLM2-135M, deeper_layers vs last_layers vs shortgpt, no healing, fractions
-# 0..0.5 on benchmark=quick: the offline_gromov experiment. One scan (C4 calibration split,
-# 32 sequences x 256 tokens) serves every deeper_layers and shortgpt job (scan cache).
+# 0..0.5 on benchmark=quick: the offline_gromov experiment (+ its unpruned point). One scan
+# (C4 calibration split, 32 sequences x 256 tokens) serves every deeper_layers and shortgpt job.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=outputs/offline_gromov
-.venv/bin/layerprune -m experiment=offline_gromov hydra.sweep.dir=$OUT
+.venv/bin/layerprune experiment=offline_gromov pruning_method=none fraction=0 \
+  hydra.run.dir=$OUT/unpruned
+.venv/bin/layerprune -m experiment=offline_gromov hydra.sweep.dir=$OUT/sweep
 .venv/bin/layerprune-report $OUT --out experiments/block_pruning \
   --title "SmolLM2-135M, block pruning without healing"
-cp "$(grep -l '"method": "deeper_layers"' $OUT/*/results.json | head -1 | xargs dirname)/distance_heatmap.png" \
+cp "$(grep -l '"method": "deeper_layers"' $OUT/sweep/*/results.json | head -1 | xargs dirname)/distance_heatmap.png" \
   experiments/block_pruning/
