@@ -150,3 +150,28 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     for (_, p), (_, q) in zip(again.named_parameters(), ref_model.named_parameters(), strict=True):
         if p.requires_grad:
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_qlora_on_a_sublayer_pruned_model(tmp_path):
+    """FinerCut + QLoRA: the 4-bit base is rebuilt through the checkpoint's modeling file."""
+    from layerprune.surgery.sublayers import prune_sublayers, save_sublayer_checkpoint
+
+    lm = load_model(tiny_config("qwen2"))
+    prune_sublayers(lm.model, lm.adapter, attention=[0, 3], mlp=[5])
+    folder = save_sublayer_checkpoint(
+        lm.model, lm.tokenizer, PruningPlan("finercut", "js", 0, 16), tmp_path / "c"
+    )
+    model, result, _ = heal(
+        lm.model,
+        lm.tokenizer,
+        lm.adapter,
+        settings("qlora", steps=2),
+        data(),
+        tmp_path,
+        folder,
+        None,
+        merge=False,
+        dtype=torch.float32,
+    )
+    assert type(model).__name__ == "LayerprunedForCausalLM" and result.steps == 2
+    assert "SkippedAttention" in {type(m).__name__ for m in model.modules()}

@@ -75,8 +75,14 @@ def load_4bit(folder: Path, dtype: torch.dtype) -> torch.nn.Module:
         bnb_4bit_compute_dtype=dtype,
     )
     device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    # a sublayer-pruned checkpoint (FinerCut) brings its own modeling file
+    trust = (Path(folder) / "modeling_layerprune.py").exists()
     return AutoModelForCausalLM.from_pretrained(
-        folder, quantization_config=quant, dtype=dtype, device_map=device_map
+        folder,
+        quantization_config=quant,
+        dtype=dtype,
+        device_map=device_map,
+        trust_remote_code=trust,
     )
 
 
