@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #5: SmolLM2-135M at fractions 0.25 and 0.4, deeper_layers and last_layers, healed with
-# LoRA and QLoRA on the same token budget (40 steps x 4 x 256 = 40,960 tokens of the offline
+# LoRA and QLoRA on the same token budget (20 steps x 4 x 256 = 20,480 tokens of the offline
 # C4 healing split): the offline_healing experiment. Unhealed rows: offline_gromov.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
