@@ -44,14 +44,18 @@ def main() -> None:
     lm = load_model(ModelConfig(name=args.model, source="asset", id=args.model))
     L = len(lm.adapter.blocks(lm.model))
     ids = torch.randint(100, 10_000, (args.batch, args.tokens))
-    base = prefill_seconds(lm.model, ids, args.repeats)
-    print(f"{args.model}: L = {L}, prefill {args.batch} x {args.tokens} tokens: {base:.3f} s")
+    print(f"{args.model}: L = {L}, prefill {args.batch} x {args.tokens} tokens")
     for f in map(float, args.fractions.split(",")):
         n = round(f * L)
         model = copy.deepcopy(lm.model)
         remove_blocks(model, lm.adapter, last_layers(L, n).removed_blocks)
+        # the unpruned model is timed right before each pruned one: same machine load
+        base = prefill_seconds(lm.model, ids, args.repeats)
         t = prefill_seconds(model, ids, args.repeats)
-        print(f"n = {n:2d}: {t:.3f} s, latency ratio {t / base:.3f} vs (L-n)/L = {(L - n) / L:.3f}")
+        print(
+            f"n = {n:2d}: {t:.3f} s vs unpruned {base:.3f} s, latency ratio {t / base:.3f} "
+            f"vs (L-n)/L = {(L - n) / L:.3f}"
+        )
         del model
 
 
