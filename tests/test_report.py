@@ -55,3 +55,19 @@ def test_report_variants_query_and_params_axis(tmp_path):
         tmp_path / "out" / "ablation.pdf"
     ).exists()
     assert (tmp_path / "out" / "all.parquet").exists()
+
+
+def test_figures_are_copied_with_safe_names(tmp_path):
+    fake_result(tmp_path / "runs" / "0", "none", 0.0, 0.6)
+    fake_result(tmp_path / "runs" / "1", "deeper_layers", 0.2, 0.5)
+    fake_result(tmp_path / "runs" / "2", "deeper_layers", 0.4, 0.4)
+    for i in ("1", "2"):
+        result = tmp_path / "runs" / i / "results.json"
+        data = json.loads(result.read_text())
+        data["plan"]["metric"] = "angular/last"  # a "/" in the variant name
+        data["config"]["healing"]["name"] = "lora" if i == "2" else "none"
+        result.write_text(json.dumps(data))
+        (tmp_path / "runs" / i / "distance_heatmap.png").write_bytes(b"png")
+    build_report([tmp_path / "runs"], tmp_path / "out", ["arc_easy/acc"])
+    copies = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
+    assert len(copies) == 2 and all("/" not in c for c in copies)

@@ -10,6 +10,7 @@ between jobs among method, metric, granularity and healing (``deeper_layers + lo
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
@@ -109,9 +110,10 @@ def build_report(
             src = Path(path) / png
             if src.exists():
                 row = df[df["path"] == path].iloc[0]
-                dest = out / "figures" / f"{row['model']}_{row['variant']}_{row['fraction']}_{png}"
+                name = re.sub(r"[^A-Za-z0-9._+-]", "_", f"{row['variant']}_{row['fraction']}")
+                dest = out / "figures" / f"{row['model']}_{name.replace('_+_', '+')}_{png}"
                 dest.parent.mkdir(exist_ok=True)
-                shutil.copyfile(src, str(dest).replace(" + ", "+").replace(" ", ""))
+                shutil.copyfile(src, dest)
     return table
 
 

@@ -39,6 +39,8 @@ def plot_curves(
             }.get(x, x)
         )
         ax.set_ylabel(metric)
+        if metric.endswith("ppl"):
+            ax.set_yscale("log")  # perplexities span orders of magnitude once a model breaks
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     if title:
