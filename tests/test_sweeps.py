@@ -94,7 +94,7 @@ def test_killed_sweep_relaunched_runs_only_the_missing_jobs(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list(store.glob("*/results.json")))
-    assert 1 <= done_before <= 4
+    assert 0 < done_before <= 4  # killed after at least one job was stored
 
     again = run_sweep(tmp_path, ["hydra.sweep.dir=relaunch"])
     assert again.returncode == 0, again.stderr[-3000:]
