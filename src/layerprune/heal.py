@@ -10,7 +10,6 @@ gradient clipping, a loss CSV, and resumable checkpoints of the trainable state.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import shutil
@@ -218,11 +217,6 @@ def train(
         trainable_params=sum(p.numel() for p in params),
         resumed_from=start_step,
     )
-
-
-def read_loss_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def merge_adapter(pruned: Path, adapter_dir: Path, out: Path, dtype: torch.dtype) -> Path:
