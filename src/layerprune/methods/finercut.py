@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
 from layerprune.models.adapter import BlockAdapter
+from layerprune.scan.residual import block_output
 from layerprune.surgery.skip import skip_sublayers
 
 GRANULARITIES = ("sublayer", "attention", "mlp", "block")
@@ -53,10 +54,6 @@ def candidates(num_blocks: int, granularity: str) -> list[Candidate]:
         "block": ["block"],
     }[granularity]
     return [Candidate(k, i) for i in range(num_blocks) for k in kinds]
-
-
-def _hidden(x):
-    return x[0] if isinstance(x, tuple) else x
 
 
 class _Base:
@@ -173,7 +170,7 @@ class FastEvaluator(_Base):
         for b in range(len(self.batches)):
             h = self.inputs[start][b]
             for j in range(start, self.num_blocks - 1):
-                h = _hidden(blocks[j](h, **self.kwargs[j][b]))
+                h = block_output(blocks[j](h, **self.kwargs[j][b]))
                 self.inputs[j + 1][b] = h
         cost = sum(self._cost(j) for j in range(start, self.num_blocks - 1))
         self.block_forwards += cost * len(self.batches)
@@ -187,7 +184,7 @@ class FastEvaluator(_Base):
         for b in range(len(self.batches)):
             h = self.inputs[start][b]
             for j in range(start, self.num_blocks):
-                h = _hidden(blocks[j](h, **self.kwargs[j][b]))
+                h = block_output(blocks[j](h, **self.kwargs[j][b]))
             outputs.append(self._output(norm(h)))
         self.block_forwards += sum(self._cost(j) for j in range(start, self.num_blocks)) * len(
             self.batches

@@ -84,7 +84,8 @@ def pair_distances(gram: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def _hidden(x) -> torch.Tensor:
+def block_output(x) -> torch.Tensor:
+    """A decoder block's hidden states, whether it returns a tensor or a tuple."""
     return x[0] if isinstance(x, tuple) else x
 
 
@@ -100,12 +101,12 @@ def scan_model(
 
     def grab(i: int):
         def pre_hook(module, args, kwargs):
-            states[i] = _hidden(args[0] if args else kwargs["hidden_states"])
+            states[i] = block_output(args[0] if args else kwargs["hidden_states"])
 
         return pre_hook
 
     def last_hook(module, args, kwargs, output):
-        states[num_blocks] = _hidden(output)
+        states[num_blocks] = block_output(output)
 
     handles = [b.register_forward_pre_hook(grab(i), with_kwargs=True) for i, b in enumerate(blocks)]
     handles.append(blocks[-1].register_forward_hook(last_hook, with_kwargs=True))
