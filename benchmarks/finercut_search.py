@@ -48,6 +48,12 @@ def main() -> None:
     same = [c for c, _ in a] == [c for c, _ in b]
     gap = max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True))
     print(f"identical selections: {same}; max discrepancy difference {gap:.2e}")
+    head = lm.model.get_output_embeddings().weight.numel()
+    blocks = sum(p.numel() for p in lm.adapter.blocks(lm.model).parameters())
+    print(
+        f"LM head share of a forward's matmul FLOPs: {head / (head + blocks):.0%} (both evaluators "
+        "pay it once per candidate; the fast one saves only block forwards)"
+    )
     print(
         f"ratio fast / naive: wall time {tb / ta:.3f}, block forwards {fb / fa:.3f} (target <= 0.5)"
     )

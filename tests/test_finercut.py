@@ -22,8 +22,8 @@ from tests.conftest import FAMILIES, compose, have_asset, tiny_config
 
 def test_divergences_by_hand():
     p, q = [0.5, 0.5], [0.9, 0.1]
-    logp = torch.log(torch.tensor([[p]]))
-    logits_q = torch.log(torch.tensor([[q]]))  # softmax(log q) = q
+    logp = torch.log(torch.tensor([[p]], dtype=torch.float64))  # float64 in, float64 arithmetic
+    logits_q = torch.log(torch.tensor([[q]], dtype=torch.float64))  # softmax(log q) = q
     m = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
     kl = lambda a, b: sum(x * math.log(x / y) for x, y in zip(a, b, strict=True))  # noqa: E731
     assert discrepancy_sum("kl", logp, logits_q) == pytest.approx(kl(p, q))
@@ -33,6 +33,20 @@ def test_divergences_by_hand():
     a, b = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0, 1.0]]])
     assert discrepancy_sum("angular", a, b) == pytest.approx(0.25)
     assert discrepancy_sum("l2", a, b) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("metric", ["js", "js_code", "kl", "angular", "l2"])
+def test_float32_arithmetic_matches_float64(metric):
+    """The search computes in float32 (chunked); it must agree with float64 on realistic
+    vocabulary-sized outputs: logits of a slightly perturbed model."""
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(2, 16, 5000, generator=g, dtype=torch.float64)
+    z_pruned = z + 0.05 * torch.randn(z.shape, generator=g, dtype=torch.float64)
+    ref = z if metric in ("angular", "l2") else torch.log_softmax(z, -1)
+    exact = discrepancy_sum(metric, ref, z_pruned)
+    single = discrepancy_sum(metric, ref.float(), z_pruned.float())
+    assert exact > 0
+    assert single == pytest.approx(exact, rel=1e-4)
 
 
 @pytest.mark.parametrize(

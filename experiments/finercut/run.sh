@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Issue #6: SmolLM2-135M, finercut/js at fractions 0.125, 0.25, 0.375 of its 60 sublayers vs
-# deeper_layers at matching parameter reduction, benchmark=quick (+ offline wiki perplexity).
-# CPU-sized calibration: 4 x 128 tokens of the offline Wikipedia calibration split (the
-# official code uses 10 x 256 of WikiText-2 train: calibration.num_sequences=10 seq_len=256).
+# Issues #6/#7: SmolLM2-135M, finercut (js) vs deeper_layers (angular) vs shortgpt (block
+# influence) at fractions 0.125, 0.25, 0.375, benchmark=quick (ARC-E/PIQA/WinoGrande, offline
+# wiki perplexity, C4 loss): the offline_finercut experiment + its unpruned point. Methods are
+# compared at matching parameter reduction (x axis: parameters removed), since a FinerCut
+# fraction counts sublayers and an attention sublayer holds fewer weights than an MLP.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=outputs/finercut
-rm -rf "$OUT"
-.venv/bin/layerprune -m pruning_method=finercut metric=js calibration=wiki \
-  calibration.num_sequences=4 calibration.seq_len=128 calibration.batch_size=4 \
-  pruning_method.search_fraction=0.375 fraction=0.125,0.25,0.375 hydra.sweep.dir=$OUT/finercut
-.venv/bin/layerprune-report $OUT outputs/offline_gromov --out experiments/finercut \
-  --query "method in ['finercut', 'deeper_layers']" \
-  --x params_removed --title "SmolLM2-135M: FinerCut vs deeper_layers"
-cp "$(ls -d $OUT/finercut/*/ | tail -1)removed_sublayers.png" experiments/finercut/
-cp "$(ls -d $OUT/finercut/*/ | tail -1)discrepancy_curve.png" experiments/finercut/
+OUT=outputs/offline_finercut
+.venv/bin/layerprune experiment=offline_finercut pruning_method=none fraction=0 \
+  hydra.run.dir=$OUT/unpruned
+.venv/bin/layerprune -m experiment=offline_finercut hydra.sweep.dir=$OUT/sweep
+.venv/bin/layerprune-report $OUT --out experiments/finercut --x params_removed \
+  --title "SmolLM2-135M: FinerCut vs block pruning (no healing)"
+JOB="$(.venv/bin/python -c "
+import json, pathlib, sys
+for p in pathlib.Path('$OUT/sweep').glob('*/results.json'):
+    d = json.loads(p.read_text())
+    if d['config']['pruning_method']['name'] == 'finercut' and d['fraction'] == 0.375:
+        print(p.parent)")"
+cp "$JOB/removed_sublayers.png" "$JOB/discrepancy_curve.png" experiments/finercut/

@@ -14,6 +14,8 @@ batches can be accumulated and divided once.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 ON_LOGITS = ("js", "js_code", "kl")
@@ -21,36 +23,49 @@ ON_HIDDEN = ("angular", "l2")
 METRICS = ON_LOGITS + ON_HIDDEN
 
 
-def _mixture_log(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    return torch.logaddexp(logp, logq) - torch.log(torch.tensor(2.0, dtype=logp.dtype))
+_CHUNK_ELEMENTS = 1 << 20  # rows of the vocabulary-sized arithmetic done at once (cache-sized)
+
+
+def _logit_metric(metric: str, logp: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-position value of a logit metric for 2-D ``[N, V]`` inputs."""
+    logq = torch.log_softmax(logits, dim=-1)
+    p, q = logp.exp(), logq.exp()
+    if metric == "kl":
+        return (p * (logp - logq)).sum(-1)
+    logm = torch.logaddexp(logp, logq) - math.log(2.0)
+    if metric == "js":
+        return 0.5 * ((p * (logp - logm)).sum(-1) + (q * (logq - logm)).sum(-1))
+    m = logm.exp()  # js_code
+    return 0.5 * ((m * (logm - logp)).sum(-1) + (m * (logm - logq)).sum(-1)) / logp.shape[-1]
 
 
 def discrepancy_sum(metric: str, original: torch.Tensor, pruned: torch.Tensor) -> float:
     """Sum over positions (``l2``: over sequences) of the metric; inputs as described above.
 
     For logit metrics ``original`` is already log-softmaxed (computed once); ``pruned`` is raw.
+    Arithmetic runs in the inputs' precision, at least float32 (float64 inputs give float64),
+    in row chunks so the vocabulary-sized temporaries stay in cache; per-position values are
+    accumulated in float64.
     """
+    dtype = torch.promote_types(torch.promote_types(original.dtype, pruned.dtype), torch.float32)
     if metric in ON_LOGITS:
-        logp = original.double()
-        logq = torch.log_softmax(pruned.double(), dim=-1)
-        p, q = logp.exp(), logq.exp()
-        if metric == "kl":
-            per_pos = (p * (logp - logq)).sum(-1)
-        else:
-            logm = _mixture_log(logp, logq)
-            if metric == "js":
-                per_pos = 0.5 * ((p * (logp - logm)).sum(-1) + (q * (logq - logm)).sum(-1))
-            else:  # js_code
-                m = logm.exp()
-                per_pos = 0.5 * ((m * (logm - logp)).sum(-1) + (m * (logm - logq)).sum(-1))
-                per_pos = per_pos / original.shape[-1]
-        return float(per_pos.sum())
-    a, b = original.double(), pruned.double()
+        vocab = original.shape[-1]
+        logp = original.reshape(-1, vocab)
+        logits = pruned.reshape(-1, vocab)
+        rows = max(1, _CHUNK_ELEMENTS // vocab)
+        total = torch.zeros((), dtype=torch.float64)
+        for s in range(0, logp.shape[0], rows):
+            chunk = _logit_metric(
+                metric, logp[s : s + rows].to(dtype), logits[s : s + rows].to(dtype)
+            )
+            total += chunk.double().sum()
+        return float(total)
+    a, b = original.to(dtype), pruned.to(dtype)
     if metric == "angular":
         cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1, 1)
-        return float((torch.arccos(cos) / torch.pi).sum())
+        return float((torch.arccos(cos) / torch.pi).double().sum())
     if metric == "l2":
-        return float((a - b).flatten(1).norm(dim=-1).sum())
+        return float((a - b).flatten(1).norm(dim=-1).double().sum())
     raise ValueError(f"unknown discrepancy metric '{metric}'; one of {METRICS}")
 
 

@@ -29,6 +29,7 @@ from layerprune.scan.residual import block_output
 from layerprune.surgery.skip import skip_sublayers
 
 GRANULARITIES = ("sublayer", "attention", "mlp", "block")
+_HEAD_ROWS = 128  # positions per LM-head chunk when scoring (measured best on CPU)
 
 
 @dataclass(frozen=True)
@@ -64,26 +65,36 @@ class _Base:
         self.num_blocks = len(adapter.blocks(model))
         self.block_forwards = 0.0  # in units of whole blocks (a sublayer counts 1/2)
         with torch.no_grad():  # the original's outputs, once
-            outs = [self._output(self._final_hidden_full(b)) for b in batches]
-        self.reference = [
-            o if metric in ON_HIDDEN else torch.log_softmax(o.double(), -1) for o in outs
-        ]
+            finals = [self._final_hidden_full(b) for b in batches]
+            self.reference = [
+                f if metric in ON_HIDDEN else torch.log_softmax(self._head(f).float(), -1)
+                for f in finals
+            ]
 
     @torch.no_grad()
     def _final_hidden_full(self, ids: torch.Tensor) -> torch.Tensor:
         out = self.adapter.decoder(self.model)(input_ids=ids, use_cache=False)
         return out.last_hidden_state  # after the final norm
 
-    def _output(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        """What the metric compares: final hidden states, or logits."""
-        if self.metric in ON_HIDDEN:
-            return final_hidden
+    def _head(self, final_hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(final_hidden)
 
-    def _score(self, outputs: list[torch.Tensor]) -> float:
-        total = sum(
-            discrepancy_sum(self.metric, r, o) for r, o in zip(self.reference, outputs, strict=True)
-        )
+    @torch.no_grad()
+    def _score(self, finals: list[torch.Tensor]) -> float:
+        """Mean discrepancy from the original, given final hidden states (after the norm).
+
+        Logit metrics run the LM head on a few positions at a time and score them at once, so
+        the ``[positions, vocabulary]`` logits never exist whole (it is the search's largest
+        fixed cost per candidate on small models with big vocabularies)."""
+        total = 0.0
+        for ref, final in zip(self.reference, finals, strict=True):
+            if self.metric in ON_HIDDEN:
+                total += discrepancy_sum(self.metric, ref, final)
+                continue
+            ref, final = ref.reshape(-1, ref.shape[-1]), final.reshape(-1, final.shape[-1])
+            for s in range(0, final.shape[0], _HEAD_ROWS):
+                rows = slice(s, s + _HEAD_ROWS)
+                total += discrepancy_sum(self.metric, ref[rows], self._head(final[rows]))
         return total / sum(units(self.metric, b) for b in self.batches)
 
 
@@ -108,7 +119,7 @@ class NaiveEvaluator(_Base):
                 for k, i in parts
             ]
             try:
-                outputs = [self._output(self._final_hidden_full(b)) for b in self.batches]
+                outputs = [self._final_hidden_full(b) for b in self.batches]
             finally:
                 for h in hooks:
                     h.remove()
@@ -177,7 +188,7 @@ class FastEvaluator(_Base):
 
     @torch.no_grad()
     def _run_from(self, start: int) -> list[torch.Tensor]:
-        """Outputs when blocks start.. run on the cached inputs of block ``start``."""
+        """Final hidden states when blocks start.. run on the cached inputs of block ``start``."""
         blocks = self.adapter.blocks(self.model)
         norm = self.adapter.final_norm(self.model)
         outputs = []
@@ -185,7 +196,7 @@ class FastEvaluator(_Base):
             h = self.inputs[start][b]
             for j in range(start, self.num_blocks):
                 h = block_output(blocks[j](h, **self.kwargs[j][b]))
-            outputs.append(self._output(norm(h)))
+            outputs.append(norm(h))
         self.block_forwards += sum(self._cost(j) for j in range(start, self.num_blocks)) * len(
             self.batches
         )
