@@ -55,9 +55,14 @@ def plot_curves(
 def plot_bars(
     pruned: pd.DataFrame, base: pd.DataFrame, metrics: list[str], path: Path, title: str = ""
 ) -> Path:
-    """Ablations at one fraction: one bar per variant per metric; dashed: unpruned, dotted: chance."""
+    """Ablations at one fraction: one bar per variant per metric; dashed: unpruned, dotted: chance.
+    Labels carry the share of parameters each variant removed."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
     labels = list(pruned["variant"])
+    if "params_ratio" in pruned:  # variants at one fraction can remove very different amounts
+        labels = [
+            f"{v} (-{1 - r:.0%})" for v, r in zip(labels, pruned["params_ratio"], strict=True)
+        ]
     for ax, metric in zip(axes[0], metrics, strict=True):
         ax.bar(range(len(labels)), pruned[metric], color="tab:blue")
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
@@ -66,6 +71,8 @@ def plot_bars(
         chance = metric.rsplit("/", 1)[0] + "/chance"
         if chance in pruned and pruned[chance].notna().any():
             ax.axhline(pruned[chance].mean(), color="gray", ls=":", lw=1, label="chance")
+        if metric.endswith("ppl"):
+            ax.set_yscale("log")
         ax.set_ylabel(metric)
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title or f"fraction {pruned['fraction'].iloc[0]}")
