@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-print("| fraction | sublayers removed | attention | MLP | attention share | attention in deep half |")
+print(
+    "| fraction | sublayers removed | attention | MLP | attention share | attention in deep half |"
+)
 print("|---|---|---|---|---|---|")
 rows = []
 for path in Path(sys.argv[1]).glob("*/results.json"):
