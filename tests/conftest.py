@@ -42,6 +42,14 @@ def tiny_config(family: str = "llama", layers: int = 8, seed: int = 0) -> ModelC
     )
 
 
+def assert_cache_matches_no_cache(model, prompt: torch.Tensor, new_tokens: int) -> None:
+    """Greedy generation with the KV cache equals generation without it (layer_idx, cache
+    positions and skipped attention are all consistent)."""
+    cached = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=True)
+    plain = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=False)
+    assert torch.equal(cached, plain)
+
+
 def have_asset(name: str) -> bool:
     from layerprune.assets.build import is_built
 

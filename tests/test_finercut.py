@@ -17,7 +17,13 @@ from layerprune.methods.finercut import FastEvaluator, NaiveEvaluator, candidate
 from layerprune.models.load import count_parameters, load_model
 from layerprune.plan import PruningPlan
 from layerprune.surgery.sublayers import prune_sublayers, save_sublayer_checkpoint
-from tests.conftest import FAMILIES, compose, have_asset, tiny_config
+from tests.conftest import (
+    FAMILIES,
+    assert_cache_matches_no_cache,
+    compose,
+    have_asset,
+    tiny_config,
+)
 
 
 def test_divergences_by_hand():
@@ -101,9 +107,7 @@ def test_sublayer_checkpoint_roundtrip(family, tmp_path):
         ref = lm.model(ids).logits
         assert torch.equal(vanilla(ids).logits, ref) and torch.equal(ours.model(ids).logits, ref)
     prompt = ids[:1, :5]  # block 0's attention is gone: the cache must still count positions
-    cached = vanilla.generate(prompt, max_new_tokens=24, do_sample=False, use_cache=True)
-    plain = vanilla.generate(prompt, max_new_tokens=24, do_sample=False, use_cache=False)
-    assert torch.equal(cached, plain)
+    assert_cache_matches_no_cache(vanilla, prompt, 24)
 
 
 @pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")

@@ -41,6 +41,12 @@ def data(n: int = 4, length: int = 32) -> torch.Tensor:
     return torch.stack([(torch.arange(length) + 3 * i) % 7 + 97 for i in range(n)])
 
 
+def heal_saved(lm, s: HealSettings, out, folder, merge: bool = False):
+    """``heal`` of a tiny model saved at ``folder``, on ``data()``, in float32."""
+    args = (lm.model, lm.tokenizer, lm.adapter, s, data(), out, folder, None)
+    return heal(*args, merge=merge, dtype=torch.float32)
+
+
 @pytest.mark.parametrize("method", ["lora", "partial"])
 def test_training_lowers_the_loss(method, tmp_path):
     lm = load_model(tiny_config("llama"))
@@ -70,18 +76,7 @@ def test_qlora_after_an_eval_pass_gets_gradients(tmp_path):
         lm.model.eval()(data()).logits.sum()
     folder = save_checkpoint(lm.model, lm.tokenizer, PruningPlan("x", None, 0, 8), tmp_path / "c")
     s = settings("qlora", steps=1, lr=1e-3)
-    model, result, saved = heal(
-        lm.model,
-        lm.tokenizer,
-        lm.adapter,
-        s,
-        data(),
-        tmp_path,
-        folder,
-        None,
-        merge=False,
-        dtype=torch.float32,
-    )
+    model, result, saved = heal_saved(lm, s, tmp_path, folder)
     assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
     model.train()
     model(input_ids=data(), labels=data()).loss.backward()
@@ -94,18 +89,7 @@ def test_qlora_after_an_eval_pass_gets_gradients(tmp_path):
 def test_merged_equals_unmerged(tmp_path):
     lm = load_model(tiny_config("mistral"))
     folder = save_checkpoint(lm.model, lm.tokenizer, PruningPlan("x", None, 0, 8), tmp_path / "c")
-    model, _, saved = heal(
-        lm.model,
-        lm.tokenizer,
-        lm.adapter,
-        settings("lora", steps=4),
-        data(),
-        tmp_path,
-        folder,
-        None,
-        merge=True,
-        dtype=torch.float32,
-    )
+    model, _, saved = heal_saved(lm, settings("lora", steps=4), tmp_path, folder, merge=True)
     merged = AutoModelForCausalLM.from_pretrained(saved["merged"]).eval()
     ids = data(2, 20)
     with torch.no_grad():
@@ -161,17 +145,6 @@ def test_qlora_on_a_sublayer_pruned_model(tmp_path):
     folder = save_sublayer_checkpoint(
         lm.model, lm.tokenizer, PruningPlan("finercut", "js", 0, 16), tmp_path / "c"
     )
-    model, result, _ = heal(
-        lm.model,
-        lm.tokenizer,
-        lm.adapter,
-        settings("qlora", steps=2),
-        data(),
-        tmp_path,
-        folder,
-        None,
-        merge=False,
-        dtype=torch.float32,
-    )
+    model, result, _ = heal_saved(lm, settings("qlora", steps=2), tmp_path, folder)
     assert type(model).__name__ == "LayerprunedForCausalLM" and result.steps == 2
     assert "SkippedAttention" in {type(m).__name__ for m in model.modules()}

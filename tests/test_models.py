@@ -10,7 +10,7 @@ import torch
 from layerprune.config import ModelConfig
 from layerprune.errors import LayerpruneError
 from layerprune.models.load import count_parameters, load_model
-from tests.conftest import FAMILIES, tiny_config
+from tests.conftest import FAMILIES, assert_cache_matches_no_cache, tiny_config
 
 ALL_FAMILIES = FAMILIES + ["gemma3_text"]
 
@@ -56,9 +56,7 @@ def test_keep_blocks_renumbers_and_cache_matches(family):
         assert model.config.layer_types == [types[i] for i in kept]
     assert count_parameters(model) < before
     prompt = torch.tensor([[10, 20, 30, 40, 50, 60]])
-    cached = model.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=True)
-    uncached = model.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=False)
-    assert torch.equal(cached, uncached)
+    assert_cache_matches_no_cache(model, prompt, 10)
 
 
 def test_keep_blocks_rejects_bad_indices():

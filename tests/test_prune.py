@@ -16,7 +16,13 @@ from layerprune.methods.blocks import count_to_remove, select_blocks
 from layerprune.models.load import count_parameters, load_model
 from layerprune.scan.residual import Scan
 from layerprune.surgery.blocks import PLAN_FILE, remove_blocks, save_checkpoint
-from tests.conftest import FAMILIES, compose, have_asset, tiny_config
+from tests.conftest import (
+    FAMILIES,
+    assert_cache_matches_no_cache,
+    compose,
+    have_asset,
+    tiny_config,
+)
 
 
 def fake_scan(num_blocks: int = 6) -> Scan:
@@ -73,9 +79,7 @@ def test_prune_save_load_generate(family, tmp_path):
     with torch.no_grad():
         assert torch.equal(lm.model(ids).logits, again(ids).logits)
     prompt = ids[:1, :6]
-    cached = again.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=True)
-    plain = again.generate(prompt, max_new_tokens=12, do_sample=False, use_cache=False)
-    assert torch.equal(cached, plain)
+    assert_cache_matches_no_cache(again, prompt, 12)
 
 
 @pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
@@ -121,6 +125,4 @@ def test_smollm2_block_pruning_roundtrip(smollm2, tmp_path):
     ids = smollm2.tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
-    cached = again.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
-    plain = again.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
-    assert torch.equal(cached, plain)
+    assert_cache_matches_no_cache(again, ids, 8)
