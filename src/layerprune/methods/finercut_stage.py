@@ -28,6 +28,10 @@ from layerprune.models.load import LoadedModel
 from layerprune.plan import PruningPlan
 from layerprune.scan.cache import scan_key
 
+# bump when the search's arithmetic changes (2: float32 chunked divergences): old orders stop
+# matching. Separate from SCAN_VERSION so a FinerCut change leaves block scans cached.
+ORDER_VERSION = 2
+
 
 def removal_count(fraction: float, num_blocks: int, granularity: str) -> int:
     """Candidates to remove: round(fraction * 2L) sublayers; round(fraction * L) blocks."""
@@ -61,7 +65,10 @@ def finercut_order(
     if len(seqs) < num_sequences:
         raise LayerpruneError(f"{source}/{split} holds only {len(seqs)} sequences of {seq_len}")
     key = scan_key(
-        lm.identity, str(lm.dtype), seqs.tolist(), {"finercut": metric, "granularity": granularity}
+        lm.identity,
+        str(lm.dtype),
+        seqs.tolist(),
+        {"finercut": metric, "granularity": granularity, "order_version": ORDER_VERSION},
     )
     path = paths.scan_cache_dir() / f"finercut-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
