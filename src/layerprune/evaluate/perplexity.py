@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from layerprune.models.adapter import output_logits
+
 
 @dataclass
 class PerplexityResult:
@@ -58,6 +60,9 @@ def windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, 
     return out
 
 
+HEAD_CHUNK = 1 << 22  # logits elements (positions x vocabulary) computed at once: 16 MB in fp32
+
+
 @torch.no_grad()
 def perplexity(
     model: torch.nn.Module,
@@ -66,8 +71,14 @@ def perplexity(
     stride: int,
     batch_size: int = 4,
     desc: str = "perplexity",
+    head_chunk: int = HEAD_CHUNK,
 ) -> PerplexityResult:
-    """Score ``ids`` (1-D) with ``model`` in windows; batches windows of equal length."""
+    """Score ``ids`` (1-D) with ``model`` in windows; batches windows of equal length.
+
+    The LM head and log-softmax run on ``head_chunk // vocabulary`` positions at a time, so the
+    ``[batch, context, vocabulary]`` logits never exist whole (1 GB per 1,024-token window for
+    Gemma3's 262k vocabulary); ``head_chunk=0`` computes them whole (the reference).
+    """
     device = next(model.parameters()).device
     spans = windows(len(ids), context_length, stride)
     total_nll, total_tokens = 0.0, 0
@@ -77,11 +88,25 @@ def perplexity(
     batches = [g[i : i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
     for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
         inputs = torch.stack([ids[b:e] for b, e, _ in batch]).to(device)
-        logits = model(input_ids=inputs, use_cache=False).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        nll = -logprobs.gather(-1, inputs[:, 1:, None]).squeeze(-1)  # [B, T-1]
+        nll = _token_nll(model, inputs, head_chunk)  # [B, T-1]
         for row, (_, _, n_scored) in enumerate(batch):
             total_nll += nll[row, -n_scored:].double().sum().item()
             total_tokens += n_scored
     loss = total_nll / max(total_tokens, 1)
     return PerplexityResult(loss, math.exp(loss), total_tokens, context_length, stride)
+
+
+def _token_nll(model: torch.nn.Module, inputs: torch.Tensor, head_chunk: int) -> torch.Tensor:
+    """-log p(token t | tokens < t) for t = 1..T-1 of each row: ``[B, T-1]`` in float32."""
+    targets = inputs[:, 1:]
+    if not head_chunk:
+        logits = model(input_ids=inputs, use_cache=False).logits.float()
+        return -torch.log_softmax(logits[:, :-1], -1).gather(-1, targets[..., None]).squeeze(-1)
+    hidden = model.get_decoder()(input_ids=inputs, use_cache=False).last_hidden_state[:, :-1]
+    flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    rows = max(1, head_chunk // model.config.get_text_config().vocab_size)
+    nll = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
+    for s in range(0, flat.shape[0], rows):
+        logp = torch.log_softmax(output_logits(model, flat[s : s + rows]).float(), -1)
+        nll[s : s + rows] = -logp.gather(-1, flat_targets[s : s + rows, None]).squeeze(-1)
+    return nll.reshape(targets.shape)

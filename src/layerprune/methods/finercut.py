@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
-from layerprune.models.adapter import BlockAdapter
+from layerprune.models.adapter import BlockAdapter, output_logits
 from layerprune.scan.residual import block_output
 from layerprune.surgery.skip import skip_sublayers
 
@@ -77,7 +77,7 @@ class _Base:
         return out.last_hidden_state  # after the final norm
 
     def _head(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.get_output_embeddings()(final_hidden)
+        return output_logits(self.model, final_hidden)
 
     @torch.no_grad()
     def _score(self, finals: list[torch.Tensor]) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from layerprune.errors import LayerpruneError
@@ -99,3 +100,14 @@ class BlockAdapter:
         if getattr(config, "layer_types", None) is not None:
             config.layer_types = [config.layer_types[i] for i in kept]
         config.num_hidden_layers = len(kept)
+
+
+def output_logits(model: nn.Module, final_hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on final hidden states (after the final norm), with the family's final
+    logit soft-capping (Gemma) when its config sets one: what ``model(...).logits`` would be
+    at those positions, for callers that run the head on a few positions at a time."""
+    logits = model.get_output_embeddings()(final_hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
