@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# request caches of test runs stay out of the user's cache (subprocesses inherit this)
+os.environ.setdefault("LAYERPRUNE_EVAL_CACHE", tempfile.mkdtemp(prefix="layerprune-eval-cache-"))
 
 from layerprune.config import ModelConfig, RandomModelConfig, register  # noqa: E402
 
@@ -43,11 +46,20 @@ def tiny_config(family: str = "llama", layers: int = 8, seed: int = 0) -> ModelC
 
 
 def assert_cache_matches_no_cache(model, prompt: torch.Tensor, new_tokens: int) -> None:
-    """Greedy generation with the KV cache equals generation without it (layer_idx, cache
-    positions and skipped attention are all consistent)."""
+    """Greedy generation with the KV cache equals generation without it, and a forward that
+    continues a cache equals the full forward (layer_idx, cache positions and skipped attention
+    are all consistent; the second check also holds without generate's own position ids)."""
     cached = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=True)
     plain = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, use_cache=False)
     assert torch.equal(cached, plain)
+    from transformers import DynamicCache
+
+    half, cache = cached.shape[1] // 2, DynamicCache()
+    with torch.no_grad():
+        full = model(cached).logits
+        model(cached[:, :half], past_key_values=cache, use_cache=True)
+        rest = model(cached[:, half:], past_key_values=cache, use_cache=True).logits
+    assert torch.allclose(rest, full[:, half:], atol=1e-5, rtol=1e-4)
 
 
 def have_asset(name: str) -> bool:

@@ -41,6 +41,11 @@ class DataSource(str, Enum):
     hub = "hub"  # stock lm-eval tasks as shipped (needs the Hub)
 
 
+class Scoring(str, Enum):
+    shared = "shared"  # shared-prefix scorer: stock lm-eval's answers, faster (evaluate/shared_prefix.py)
+    stock = "stock"  # lm-eval's own HFLM
+
+
 class TextSplit(str, Enum):
     calibration = "calibration"
     healing = "healing"
@@ -228,14 +233,16 @@ class TaskConfig:
 class BenchmarkConfig:
     name: str = MISSING
     data: DataSource = DataSource.offline
-    batch_size: int = 0  # 0 = fastest measured on CPU (16), lm-eval's "auto" on CUDA
+    scoring: Scoring = Scoring.shared
+    request_cache: bool = True  # one lm-eval request cache per model (never scores twice)
+    batch_size: int = 0  # stock scoring: 0 = fastest measured on CPU (16), "auto" on CUDA
     tasks: list[TaskConfig] = field(default_factory=list)
     perplexity: list[PerplexityConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from layerprune.assets.benchmarks import BENCHMARKS
 
-        self.data = DataSource(self.data)
+        self.data, self.scoring = DataSource(self.data), Scoring(self.scoring)
         for t in self.tasks:
             offline = BENCHMARKS.get(t.name) if self.data == DataSource.offline else None
             if offline and t.num_fewshot > 0 and not offline.fewshot_ok:

@@ -35,3 +35,10 @@ def text_dir() -> Path:
 def scan_cache_dir() -> Path:
     """Scan results keyed by content hash (shared by every job of a sweep)."""
     return home() / "scans"
+
+
+def eval_cache_dir() -> Path:
+    """lm-eval request caches, one database per evaluated model (``LAYERPRUNE_EVAL_CACHE``
+    overrides; tests point it at a temporary folder)."""
+    env = os.environ.get("LAYERPRUNE_EVAL_CACHE")
+    return Path(env).expanduser() if env else home() / "eval_cache"

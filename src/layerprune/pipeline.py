@@ -82,24 +82,28 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             model, healing = _heal(cfg, resolved, lm, plan, checkpoint, out_dir)
 
     bench = cfg.benchmark
+    identity = _model_identity(cfg, lm, plan) if bench.request_cache else None
     with _timed(timings, "eval"):
-        metrics, eval_timings = evaluate_suite(
+        evaluated = evaluate_suite(
             model,
             lm.tokenizer,
             [(t.name, t.num_fewshot, t.limit) for t in bench.tasks],
             bench.perplexity,
             bench.data.value,
             bench.batch_size,
+            bench.scoring.value,
+            identity,
         )
-    timings.update(eval_timings)
+    timings.update(evaluated.timings)
 
     results = {
         "config": resolved,
         "fraction": cfg.fraction,
         "plan": plan.to_dict(),
         "params": {"before": params_before, "after": params_after},
-        "metrics": metrics,
+        "metrics": evaluated.metrics,
         "timings": timings,
+        "eval_cache": evaluated.eval_cache,
         "checkpoint": checkpoint,
         "healing": healing,
         "scan_cache": scan_cache,
@@ -109,6 +113,30 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     }
     atomic.write_json(out_dir / "results.json", results)
     return results
+
+
+def _model_identity(cfg: Config, lm, plan: PruningPlan) -> dict[str, Any]:
+    """What the evaluated model is, for its request cache: the same base weights with the same
+    blocks / sublayers removed (and the same healing) score every request the same."""
+    healing = None
+    if cfg.healing.name != "none":
+        from dataclasses import asdict
+
+        healing = {
+            **asdict(cfg.healing),
+            "text": f"{cfg.calibration.source.value}/healing",
+            "seed": cfg.seed,
+        }
+    return {
+        "base": lm.identity,
+        "dtype": str(lm.dtype),
+        "device": lm.device.type,
+        "load_in_4bit": cfg.model.load_in_4bit,
+        "removed_blocks": sorted(plan.removed_blocks),
+        "removed_attention": sorted(plan.removed_attention),
+        "removed_mlp": sorted(plan.removed_mlp),
+        "healing": healing,
+    }
 
 
 def _select(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):

@@ -3,7 +3,10 @@
 ``data="offline"`` runs the *stock* task definitions with only ``dataset_path`` pointed at the
 asset cache's Hub-layout folders (``layerprune.assets.benchmarks``); ``data="hub"`` runs them
 as lm-eval ships them. Each task is one ``simple_evaluate`` call, so tasks can have their own
-shots and limits and each gets its own timing.
+shots and limits and each gets its own timing. ``scoring="shared"`` (default) scores
+log-likelihood requests with ``SharedPrefixLM`` (stock's answers, faster), ``"stock"`` with
+lm-eval's own ``HFLM``. Given the model's identity, answers go through lm-eval's request cache,
+one database per model (``request_cache.py``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from filelock import FileLock
 
 from layerprune import paths
 from layerprune.errors import LayerpruneError
@@ -28,7 +34,11 @@ CPU_BATCH_SIZE = 16  # fastest of 1/4/8/16/32/64 on 2 CPU cores (benchmarks/eval
 class TaskResult:
     metrics: dict[str, float]  # "<task>/<metric>" -> value (incl. _stderr, n, chance)
     seconds: float
-    requests: int  # loglikelihood requests the model answered (one per choice)
+    requests: int  # loglikelihood requests of the task (one per choice)
+    hits: int = 0  # answered by the request cache
+    misses: int = 0  # answered by the model
+    # every request's (log-likelihood, is_greedy), by subtask, item and choice (benchmarks)
+    answers: list[tuple[float, bool]] = field(default_factory=list)
 
 
 def _offline_task_manager(tasks: list[str], tmp: Path):
@@ -64,6 +74,17 @@ def _samples(name: str, out: dict) -> list[dict]:
     return [s for t in leaves for s in out.get("samples", {}).get(t, [])]
 
 
+def _answers(name: str, out: dict) -> list[tuple[float, bool]]:
+    """Each log-likelihood request's answer, ordered by subtask, item and choice."""
+    by_task = out.get("samples", {})
+    return [
+        (float(resp[0][0]), bool(resp[0][1]))
+        for t in _leaves(name, out.get("group_subtasks", {}))
+        for s in sorted(by_task.get(t, []), key=lambda s: s["doc_id"])
+        for resp in s["resps"]
+    ]
+
+
 def _flatten(name: str, out: dict) -> dict[str, float]:
     """``results[name]`` ("acc,none": v, "acc_stderr,none": s) -> {"name/acc": v, ...}, plus the
     number of items and the chance level (mean of 1/#choices over the evaluated items)."""
@@ -88,20 +109,32 @@ def evaluate_tasks(
     tasks: list[tuple[str, int, float | None]],
     data: str = "offline",
     batch_size: int = 0,
+    scoring: str = "shared",
+    cache_identity: dict[str, Any] | None = None,
 ) -> dict[str, TaskResult]:
     """Run ``(task, num_fewshot, limit)`` triples; returns per-task metrics and wall time.
 
-    ``batch_size=0`` means the measured CPU optimum on CPU and lm-eval's ``auto`` on CUDA.
+    ``batch_size=0`` means the measured CPU optimum on CPU and lm-eval's ``auto`` on CUDA (stock
+    scoring; the shared scorer sizes its own batches). ``cache_identity``: what the model is
+    (``request_cache.cache_prefix``); None evaluates without the request cache.
     """
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
+    from layerprune.evaluate.request_cache import cache_prefix
+    from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
+
+    if scoring not in ("shared", "stock"):
+        raise LayerpruneError(f"benchmark.scoring={scoring!r}: shared or stock")
     device = next(model.parameters()).device
     if batch_size <= 0:
         batch_size = "auto" if device.type == "cuda" else CPU_BATCH_SIZE
     was_training = model.training
     model.eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    cls = SharedPrefixLM if scoring == "shared" else CountingLM
+    lm = cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    prefix = (
+        None if cache_identity is None else cache_prefix(cache_identity, scoring, lm.max_length)
+    )
     results: dict[str, TaskResult] = {}
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp:
         if data == "offline":
@@ -112,21 +145,39 @@ def evaluate_tasks(
 
             manager = TaskManager()
         for name, shots, limit in tasks:
-            log.info("evaluating %s (%d-shot, limit %s, batch %s)", name, shots, limit, batch_size)
-            start = time.perf_counter()
-            out = simple_evaluate(
-                model=lm,
-                tasks=[name],
-                num_fewshot=shots,
-                limit=limit,
-                task_manager=manager,
-                log_samples=True,
-                bootstrap_iters=1000,
-                verbosity="WARNING",
-            )
+            log.info("evaluating %s (%d-shot, limit %s, %s scoring)", name, shots, limit, scoring)
+            start, before = time.perf_counter(), lm.model_requests
+            # one writer per database: parallel jobs evaluating the same model take turns
+            with FileLock(f"{prefix}.lock") if prefix else nullcontext():
+                out = simple_evaluate(
+                    model=lm,
+                    tasks=[name],
+                    num_fewshot=shots,
+                    limit=limit,
+                    task_manager=manager,
+                    log_samples=True,
+                    bootstrap_iters=1000,
+                    verbosity="WARNING",
+                    use_cache=str(prefix) if prefix else None,
+                )
             seconds = time.perf_counter() - start
             requests = sum(len(s["arguments"]) for s in _samples(name, out))
-            results[name] = TaskResult(_flatten(name, out), seconds, requests)
-            log.info("%s: %s (%.0f s)", name, results[name].metrics, seconds)
+            misses = lm.model_requests - before
+            results[name] = TaskResult(
+                _flatten(name, out),
+                seconds,
+                requests,
+                requests - misses,
+                misses,
+                _answers(name, out),
+            )
+            log.info(
+                "%s: %s (%.0f s; requests: %d from the cache, %d scored)",
+                name,
+                results[name].metrics,
+                seconds,
+                requests - misses,
+                misses,
+            )
     model.train(was_training)
     return results

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -15,6 +17,13 @@ from layerprune.evaluate.perplexity import perplexity, token_stream
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SuiteResult:
+    metrics: dict[str, float] = field(default_factory=dict)  # "<task>/<metric>"
+    timings: dict[str, float] = field(default_factory=dict)  # "eval_<task>_s"
+    eval_cache: dict[str, int] = field(default_factory=lambda: {"hits": 0, "misses": 0})
+
+
 def evaluate_suite(
     model: torch.nn.Module,
     tokenizer,
@@ -22,14 +31,22 @@ def evaluate_suite(
     perplexities: list[PerplexityConfig],
     data: str = "offline",
     batch_size: int = 0,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Return ``metrics`` ("<task>/<metric>") and ``timings`` ("eval_<task>_s")."""
-    metrics: dict[str, float] = {}
-    timings: dict[str, float] = {}
+    scoring: str = "shared",
+    cache_identity: dict[str, Any] | None = None,
+) -> SuiteResult:
+    """Metrics, per-task timings and request-cache counts (requests answered by the cache /
+    by the model) of one model on the suite."""
+    out = SuiteResult()
+    metrics, timings = out.metrics, out.timings
     if tasks:
-        for name, result in evaluate_tasks(model, tokenizer, tasks, data, batch_size).items():
+        results = evaluate_tasks(
+            model, tokenizer, tasks, data, batch_size, scoring, cache_identity
+        ).items()
+        for name, result in results:
             metrics.update(result.metrics)
             timings[f"eval_{name}_s"] = round(result.seconds, 3)
+            out.eval_cache["hits"] += result.hits
+            out.eval_cache["misses"] += result.misses
     for p in perplexities:
         start = time.perf_counter()
         name = p.source.value
@@ -57,4 +74,4 @@ def evaluate_suite(
             r.context_length,
             r.stride,
         )
-    return metrics, timings
+    return out

@@ -21,11 +21,12 @@ class SkippedAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
 
-    def forward(self, hidden_states, *args, past_key_values=None, **kwargs):
-        if past_key_values is not None:
+    def forward(self, hidden_states, *args, past_key_values=None, cache=None, **kwargs):
+        cache = cache if cache is not None else past_key_values  # transformers >= 5.24: ``cache``
+        if cache is not None:
             b, t = hidden_states.shape[:2]
             marker = hidden_states.new_zeros(b, 1, t, 1)
-            past_key_values.update(marker, marker, self.layer_idx)
+            cache.update(marker, marker, self.layer_idx)
         return torch.zeros_like(hidden_states), None
 
 

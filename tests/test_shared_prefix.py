@@ -1,0 +1,262 @@
+"""The shared-prefix scorer returns stock HFLM's answers; the request cache never scores twice;
+chunked perplexity equals the whole-logits computation."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval import simple_evaluate
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM
+from omegaconf import OmegaConf
+
+from layerprune import pipeline
+from layerprune.config import validate
+from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
+from layerprune.evaluate.perplexity import perplexity
+from layerprune.evaluate.prefix_plan import group_requests, plan_chunks, to_request
+from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
+from layerprune.models.load import load_model
+from layerprune.surgery.blocks import remove_blocks
+from layerprune.surgery.sublayers import prune_sublayers
+from tests.conftest import FAMILIES, compose, have_asset, tiny_config
+
+ALL_FAMILIES = FAMILIES + ["gemma3_text"]
+TASKS = [
+    ("arc_easy", 0, 3),
+    ("hellaswag", 0, 2),
+    ("winogrande", 0, 3),
+    ("piqa", 0, 2),
+    ("boolq", 0, 2),
+    ("lambada_openai", 0, 3),
+    # two MMLU subjects (the group has 57), 5-shot: long prompts shared by their questions
+    ("mmlu_anatomy", 5, 2),
+    ("mmlu_virology", 5, 2),
+]
+needs_data = pytest.mark.skipif(
+    not (have_asset("benchmarks") and have_asset("text")),
+    reason="benchmark/text assets not built: run `make assets`",
+)
+
+
+class _Recorder(LM):
+    """Collects the log-likelihood requests lm-eval builds for a task (answers are dummies)."""
+
+    def __init__(self):
+        super().__init__()
+        self.requests: list[Instance] = []
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        self.requests += requests
+        return [(0.0, False)] * len(requests)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise AssertionError("not used by these tasks")
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise AssertionError("not used by these tasks")
+
+
+@pytest.fixture(scope="module")
+def task_requests() -> list[Instance]:
+    """The requests of ``TASKS`` as lm-eval builds them (model-independent: every tiny model
+    shares the byte tokenizer)."""
+    if not (have_asset("benchmarks") and have_asset("text")):
+        pytest.skip("benchmark assets not built: run `make assets`")
+    rec = _Recorder()
+    with tempfile.TemporaryDirectory() as tmp:
+        names = [t for t, _, _ in TASKS if not t.startswith("mmlu_")] + ["mmlu"]
+        manager = _offline_task_manager(names, Path(tmp))
+        for name, shots, limit in TASKS:
+            simple_evaluate(
+                model=rec,
+                tasks=[name],
+                num_fewshot=shots,
+                limit=limit,
+                task_manager=manager,
+                bootstrap_iters=0,
+                verbosity="ERROR",
+            )
+    return rec.requests
+
+
+def _variant(family: str, variant: str):
+    """A tiny model of ``family``: plain, block-pruned, sublayer-pruned or with LoRA."""
+    lm = load_model(tiny_config(family))
+    model = lm.model
+    if variant == "blocks":
+        remove_blocks(model, lm.adapter, [2, 3])
+    elif variant == "sublayers":  # block 0's attention goes: the cache must still count positions
+        prune_sublayers(model, lm.adapter, attention=[0, 4], mlp=[2, 4])
+    elif variant == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+        torch.manual_seed(1)
+        with torch.no_grad():  # a trained-looking adapter: B is zero at initialisation
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        model.eval()
+    return model, lm.tokenizer
+
+
+def _greedy_requests(model, lm: LM, requests: list[Instance], n: int = 4) -> list[tuple]:
+    """Token-level requests whose continuation is the model's own greedy choice (3 tokens), so
+    ``is_greedy`` must be True; built on the tokens, as byte-level text may not round-trip."""
+    out = []
+    for inst in requests[:n]:
+        context = lm.tok_encode(inst.args[0])[-(lm.max_length - 3) :]  # as the model sees it
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([context]), max_new_tokens=3, do_sample=False)
+        out.append((None, context, gen[0, len(context) :].tolist()))
+    return out
+
+
+def _kw(model, tok) -> dict:
+    """HFLM arguments for both scorers. The log-softmax and its sum run in float64 (the same
+    code path as float32, for both): random byte-level models give continuations of ~1,000 nats,
+    where one float32 rounding step of stock's own sum is 6e-5 to 1.2e-4, so float32 sums
+    cannot be compared to 1e-4. The real-model benchmark compares float32 sums."""
+    return {
+        "pretrained": model,
+        "tokenizer": tok,
+        "batch_size": 16,
+        "device": "cpu",
+        "softmax_dtype": torch.float64,
+    }
+
+
+def _compare(stock: LM, shared: LM, requests: list[Instance], tokens: list[tuple]) -> None:
+    """Every answer of the shared scorer equals stock's: log-likelihood to 1e-4, is_greedy."""
+    a = stock.loglikelihood(requests, disable_tqdm=True) + stock._loglikelihood_tokens(tokens)
+    b = shared.loglikelihood(requests, disable_tqdm=True) + shared._loglikelihood_tokens(tokens)
+    assert len(a) == len(b) == len(requests) + len(tokens)
+    diffs = [abs(x[0] - y[0]) for x, y in zip(a, b, strict=True)]
+    assert max(diffs) <= 1e-4, max(diffs)
+    assert [x[1] for x in a] == [y[1] for y in b]
+    assert all(greedy for _, greedy in b[len(requests) :])
+
+
+@needs_data
+@pytest.mark.parametrize("variant", ["plain", "blocks", "sublayers", "lora"])
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_shared_scoring_equals_stock(family, variant, task_requests):
+    model, tok = _variant(family, variant)
+    stock, shared = CountingLM(**_kw(model, tok)), SharedPrefixLM(**_kw(model, tok))
+    _compare(stock, shared, task_requests, _greedy_requests(model, stock, task_requests))
+    assert shared._cache_ok  # the cached path ran, not the stock fallback
+
+
+@needs_data
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_contexts_longer_than_max_length(family, task_requests):
+    """Left truncation as stock: the window slides, so prefixes are shared less."""
+    model, tok = _variant(family, "plain")
+    kw = _kw(model, tok)
+    long = [r for r in task_requests if len(tok(r.args[0]).input_ids) > 96]
+    requests = long[:40]
+    assert len(requests) >= 10  # enough contexts really cut on the left
+    stock, shared = CountingLM(max_length=96, **kw), SharedPrefixLM(max_length=96, **kw)
+    _compare(stock, shared, requests, _greedy_requests(model, stock, requests))
+
+
+def test_plan_shares_prefixes_and_rows():
+    """Options of one question form one group; equal model inputs are one row; a chunk holds
+    questions whose prefix is shared."""
+    few_shot = list(range(100, 160))
+    reqs = [
+        to_request(0, few_shot + [1, 2, 3], [7], 1000),
+        to_request(1, few_shot + [1, 2, 3], [8], 1000),  # same input as 0: one row
+        to_request(2, few_shot + [1, 2, 4], [7, 9], 1000),
+        to_request(3, few_shot + [1, 2, 4], [5, 9], 1000),
+        to_request(4, [9, 9, 9], [1], 1000),
+    ]
+    groups = group_requests(reqs)  # sorted: [9, 9] first; one context for 0..3 (5-shot + 1, 2)
+    assert [g.context for g in groups] == [(9, 9), tuple(few_shot) + (1, 2)]
+    assert [len(rs) for rs in groups[1].rows.values()] == [2, 1, 1]  # 0 and 1 share a row
+    assert groups[0].folded and not groups[1].folded
+    # joining the 5-shot group would make the [9, 9] group recompute its 2 context tokens
+    assert [len(c.groups) for c in plan_chunks(groups, 1, 10_000)] == [1, 1]
+    assert [c.prefix for c in plan_chunks(groups, 8, 10_000)] == [0]
+    assert [len(c.groups) for c in plan_chunks(groups, 8, 100)] == [1, 1]  # KV budget
+    truncated = to_request(5, list(range(50)), [60, 61], max_length=10)
+    assert truncated.inp == tuple(range(41, 50)) + (60,) and truncated.start == 8
+
+
+@needs_data
+def test_request_cache_never_scores_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERPRUNE_EVAL_CACHE", str(tmp_path / "cache"))
+    lm = load_model(tiny_config("qwen2"))
+    calls = []
+    lm.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    identity = {"base": lm.identity, "removed_blocks": []}
+    tasks = [("arc_easy", 0, 4)]
+    first = evaluate_tasks(lm.model, lm.tokenizer, tasks, cache_identity=identity)["arc_easy"]
+    assert first.misses == first.requests == 16 and first.hits == 0 and calls
+    calls.clear()
+    again = evaluate_tasks(lm.model, lm.tokenizer, tasks, cache_identity=identity)["arc_easy"]
+    assert not calls and again.hits == 16 and again.misses == 0
+    assert again.metrics == first.metrics
+    more = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 6)], cache_identity=identity)
+    assert (more["arc_easy"].hits, more["arc_easy"].misses) == (16, 8)  # a larger limit
+    stock = evaluate_tasks(lm.model, lm.tokenizer, tasks, scoring="stock", cache_identity=identity)
+    assert stock["arc_easy"].misses == 16  # stock and shared answers are kept apart
+
+
+@needs_data
+def test_jobs_share_the_request_cache_by_what_the_model_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERPRUNE_EVAL_CACHE", str(tmp_path / "cache"))
+    base = ["model=tiny-llama", "benchmark=arc_easy", "benchmark.tasks.0.limit=3"]
+
+    def job(*overrides):
+        cfg = compose([*base, *overrides])
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        return pipeline.run(validate(cfg), OmegaConf.to_container(cfg), out)
+
+    unpruned = job("pruning_method=none", "fraction=0")
+    assert unpruned["eval_cache"] == {"hits": 0, "misses": 12}
+    zero = job("pruning_method=last_layers", "fraction=0")  # the fraction-0 point of a method
+    assert zero["eval_cache"] == {"hits": 12, "misses": 0}
+    assert zero["metrics"] == unpruned["metrics"]
+    pruned = job("pruning_method=last_layers", "fraction=0.25")
+    assert pruned["eval_cache"] == {"hits": 0, "misses": 12}
+    again = job("pruning_method=last_layers", "fraction=0.25", "seed=1")  # a rerun, same model
+    assert again["eval_cache"] == {"hits": 12, "misses": 0}
+    one_more = job("pruning_method=last_layers", "fraction=0.375")  # one more block removed
+    assert one_more["eval_cache"] == {"hits": 0, "misses": 12}
+
+
+@pytest.mark.parametrize("family", ALL_FAMILIES)
+def test_chunked_perplexity_equals_whole_logits(family):
+    lm = load_model(tiny_config(family))
+    if family == "gemma3_text":  # final soft-capping applies after the head: keep it in play
+        lm.model.config.final_logit_softcapping = 3.0
+    ids = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(0))
+    whole = perplexity(lm.model, ids, 64, 48, batch_size=3, head_chunk=0)
+    chunked = perplexity(lm.model, ids, 64, 48, batch_size=3, head_chunk=272 * 5)  # 5 positions
+    assert chunked.tokens == whole.tokens == 299
+    assert chunked.loss == pytest.approx(whole.loss, rel=1e-5)
+
+
+@needs_data
+def test_model_that_cannot_continue_a_cache_falls_back_to_stock(task_requests, caplog):
+    """A forward that ignores the cache (here: drops it) is caught on the first request; every
+    answer then comes from stock's own path, and a log line says so."""
+    model, tok = _variant("llama", "plain")
+    forward = model.forward
+
+    def no_cache(*args, past_key_values=None, cache=None, position_ids=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    model.forward = no_cache
+    stock, shared = CountingLM(**_kw(model, tok)), SharedPrefixLM(**_kw(model, tok))
+    requests = task_requests[:12]
+    with caplog.at_level("WARNING", logger="layerprune.evaluate.shared_prefix"):
+        b = shared.loglikelihood(requests, disable_tqdm=True)
+    assert shared._cache_ok is False
+    assert "shared-prefix scoring off" in caplog.text
+    assert b == stock.loglikelihood(requests, disable_tqdm=True)
