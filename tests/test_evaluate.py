@@ -50,8 +50,8 @@ def test_mmlu_5shot_finds_all_subjects():
 def test_batched_equals_unbatched():
     """Batching changes speed, not answers."""
     lm = load_model(tiny_config("mistral"))
-    a = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], batch_size=1)
-    b = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], batch_size=16)
+    a = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], "offline", 1, "stock")
+    b = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], "offline", 16, "stock")
     assert a["arc_easy"].metrics["arc_easy/acc"] == b["arc_easy"].metrics["arc_easy/acc"]
     assert a["arc_easy"].metrics["arc_easy/acc_norm"] == b["arc_easy"].metrics["arc_easy/acc_norm"]
 

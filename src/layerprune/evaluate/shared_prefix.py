@@ -99,9 +99,18 @@ class SharedPrefixLM(CountingLM):
     (row x position) entries.
     """
 
-    def __init__(self, *args, join_tokens: int = 64, max_token_rows: int = 16384, **kwargs):
+    def __init__(
+        self,
+        *args,
+        join_tokens: int = 64,
+        max_token_rows: int = 16384,
+        batch_tokens: int | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.join_tokens, self.max_token_rows = join_tokens, max_token_rows
+        # padded tokens per model call (rows x length)
+        self.batch_tokens = batch_tokens or (1024 if self.device.type == "cpu" else 16384)
         self.model_calls = 0
         self._cache_ok: bool | None = None  # decided on the first request
         self._cache_kw = _cache_keyword(self.model)
@@ -201,9 +210,17 @@ class SharedPrefixLM(CountingLM):
         return results
 
     def _run_chunk(self, chunk: Chunk, prefix_cache: DynamicCache, results: list) -> int:
+        """The chunk's groups in batches of similar phase-1 length (right padding costs what it
+        pads: sorting keeps it small). Returns requests scored."""
+        p = chunk.prefix
+        done = 0
+        for part in _batches(chunk.groups, lambda g: _tail_length(g, p), self.batch_tokens):
+            done += self._run_groups(p, part, prefix_cache, results)
+        return done
+
+    def _run_groups(self, p: int, groups: list[Group], prefix_cache: DynamicCache, results) -> int:
         """Phase 1: every group's remaining context (+ the row of folded groups); phase 2: the
         rows of the other groups, from their context's cache. Returns requests scored."""
-        p, groups = chunk.prefix, chunk.groups
         tails = [g.context[p:] + (next(iter(g.rows)) if g.folded else ()) for g in groups]
         done = 0
         if any(tails):
@@ -247,12 +264,18 @@ class SharedPrefixLM(CountingLM):
         return self._run_batch(p, seen, cache, width, cut=False, results=results)
 
     def _run_batch(self, p: int, items, cache, width: int, cut: bool, results) -> int:
-        rows, lengths, reqs = [], [], []
-        for r, g, c in items:
-            for scored, rs in g.rows.items():
-                rows.append(r)
-                lengths.append(c)
-                reqs.append((scored, rs))
+        """The rows of ``items`` (phase-1 row, group, context length past ``p``) in batches of
+        similar length."""
+        every = [(r, c, scored, rs) for r, g, c in items for scored, rs in g.rows.items()]
+        return sum(
+            self._run_row_batch(p, part, cache, width, cut, results)
+            for part in _batches(every, lambda row: len(row[2]), self.batch_tokens)
+        )
+
+    def _run_row_batch(self, p: int, batch, cache, width: int, cut: bool, results) -> int:
+        rows = [r for r, _, _, _ in batch]
+        lengths = [c for _, c, _, _ in batch]
+        reqs = [(scored, rs) for _, _, scored, rs in batch]
         ids = self._padded([s for s, _ in reqs])
         n, width2 = ids.shape
         index = torch.tensor(rows, device=self.device)
@@ -288,6 +311,23 @@ class SharedPrefixLM(CountingLM):
                 bool((greedy[-len(targets) :] == targets).all()),
             )
         return len(reqs)
+
+
+def _tail_length(g: Group, p: int) -> int:
+    """Phase-1 tokens of a group past the shared prefix ``p``."""
+    return len(g.context) - p + (g.longest_row if g.folded else 0)
+
+
+def _batches(items: list, length, tokens: int, max_rows: int = 256) -> list[list]:
+    """``items`` sorted by ``length`` (longest first) in runs whose padded size (rows x the
+    first, longest length) stays within ``tokens`` (at least one row each)."""
+    out: list[list] = []
+    for item in sorted(items, key=length, reverse=True):
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * length(out[-1][0]) <= tokens:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
 
 
 class _Prefix:
