@@ -100,14 +100,14 @@ def compare_scorers(model, tok, tasks, best: dict[str, int]) -> None:
     )
 
 
-def c4_loss_times(model_name: str) -> None:
+def c4_loss_times(model_name: str, tokens: int = 0) -> None:
     """``benchmark=c4_loss`` on ``model_name``: whole logits (head_chunk=0) vs chunked."""
     from layerprune.data.text import load_documents
     from layerprune.evaluate.perplexity import perplexity, token_stream
 
     lm = load_model(ModelConfig(name=model_name, source="asset", id=model_name))
     c4 = OmegaConf.load(CONF / "c4_loss.yaml").perplexity[0]
-    ids = token_stream(lm.tokenizer, load_documents("c4", "evaluation"), c4.max_tokens)
+    ids = token_stream(lm.tokenizer, load_documents("c4", "evaluation"), tokens or c4.max_tokens)
     out = {}
     for label, chunk in (("whole logits (before)", 0), ("chunked head (after)", None)):
         kw = {} if chunk is None else {"head_chunk": chunk}
@@ -135,6 +135,7 @@ def main() -> None:
     )
     p.add_argument("--stock-batch", default=None, help="task=batch,... instead of the probe")
     p.add_argument("--c4-model", default=None, help="also time c4_loss before/after on this asset")
+    p.add_argument("--c4-tokens", type=int, default=0, help="fewer C4 tokens than c4_loss's")
     p.add_argument("--skip-tasks", action="store_true", help="only the c4_loss timing")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -153,7 +154,7 @@ def main() -> None:
             best = fastest_batch_sizes(lm.model, lm.tokenizer, tasks, args.probe_limit)
         compare_scorers(lm.model, lm.tokenizer, tasks, best)
     if args.c4_model:
-        c4_loss_times(args.c4_model)
+        c4_loss_times(args.c4_model, args.c4_tokens)
 
 
 if __name__ == "__main__":
