@@ -38,7 +38,7 @@ def suite_tasks(limit: int, mmlu_per_subject: int) -> list[tuple[str, int, int]]
     return [(n, 0, limit) for n in names] + [("mmlu", 5, mmlu_per_subject)]
 
 
-def accuracies(task: str, r: TaskResult) -> dict[str, float]:
+def accuracies(r: TaskResult) -> dict[str, float]:
     return {
         k.split("/")[1]: v for k, v in r.metrics.items() if k.split("/")[1] in ("acc", "acc_norm")
     }
@@ -81,7 +81,7 @@ def compare_scorers(model, tok, tasks, best: dict[str, int]) -> None:
         assert len(a.answers) == len(b.answers) == a.requests
         diff = max(abs(x[0] - y[0]) for x, y in zip(a.answers, b.answers, strict=True))
         greedy = all(x[1] == y[1] for x, y in zip(a.answers, b.answers, strict=True))
-        acc_a, acc_b = accuracies(name, a), accuracies(name, b)
+        acc_a, acc_b = accuracies(a), accuracies(b)
         all_same &= acc_a == acc_b and greedy and diff <= 1e-4
         worst = max(worst, diff)
         total_stock += a.seconds

@@ -96,7 +96,8 @@ class SharedPrefixLM(CountingLM):
 
     ``join_tokens``: a group joins the running chunk if that makes the others recompute at
     most this many positions. ``max_token_rows``: a chunk's KV cache holds at most this many
-    (row x position) entries.
+    (row x position) entries. ``batch_tokens``: one model call runs at most this many padded
+    tokens (rows x longest row); rows are sorted by length so the padding stays small.
     """
 
     def __init__(
