@@ -17,7 +17,7 @@ from layerprune import pipeline
 from layerprune.config import validate
 from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
 from layerprune.evaluate.perplexity import perplexity
-from layerprune.evaluate.prefix_plan import group_requests, plan_chunks, to_request
+from layerprune.evaluate.prefix_plan import group_requests, pack, plan_chunks, to_request
 from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
 from layerprune.models.load import load_model
 from layerprune.surgery.blocks import remove_blocks
@@ -164,27 +164,67 @@ def test_contexts_longer_than_max_length(family, task_requests):
     _compare(stock, shared, requests, _greedy_requests(model, stock, requests))
 
 
+@needs_data
+def test_sliding_window_without_layer_types(task_requests):
+    """Mistral's one sliding mask (no ``layer_types``): a window much shorter than the
+    contexts, so the tree mask must drop the keys it no longer sees."""
+    model, tok = _variant("mistral", "plain")
+    model.config.sliding_window = 16
+    stock, shared = CountingLM(**_kw(model, tok)), SharedPrefixLM(**_kw(model, tok))
+    assert shared._windows == {None: 16}
+    requests = task_requests[:40]
+    _compare(stock, shared, requests, _greedy_requests(model, stock, requests))
+    assert shared._cache_ok
+
+
 def test_plan_shares_prefixes_and_rows():
     """Options of one question form one group; equal model inputs are one row; a chunk holds
-    questions whose prefix is shared."""
-    few_shot = list(range(100, 160))
+    questions whose prefix is shared; a question shares nothing joins the others' batch."""
+    shots_a, shots_b = list(range(100, 160)), list(range(200, 260))
     reqs = [
-        to_request(0, few_shot + [1, 2, 3], [7], 1000),
-        to_request(1, few_shot + [1, 2, 3], [8], 1000),  # same input as 0: one row
-        to_request(2, few_shot + [1, 2, 4], [7, 9], 1000),
-        to_request(3, few_shot + [1, 2, 4], [5, 9], 1000),
+        to_request(0, shots_a + [1, 2, 3], [7], 1000),
+        to_request(1, shots_a + [1, 2, 3], [8], 1000),  # same input as 0: one row
+        to_request(2, shots_a + [4, 5], [7, 9], 1000),  # context: shots_a + [4]
+        to_request(3, shots_a + [4, 5], [5, 9], 1000),
         to_request(4, [9, 9, 9], [1], 1000),
+        to_request(5, shots_b + [3], [1], 1000),
+        to_request(6, shots_b + [6, 6], [1], 1000),
     ]
-    groups = group_requests(reqs)  # sorted: [9, 9] first; one context for 0..3 (5-shot + 1, 2)
-    assert [g.context for g in groups] == [(9, 9), tuple(few_shot) + (1, 2)]
-    assert [len(rs) for rs in groups[1].rows.values()] == [2, 1, 1]  # 0 and 1 share a row
-    assert groups[0].folded and not groups[1].folded
-    # joining the 5-shot group would make the [9, 9] group recompute its 2 context tokens
-    assert [len(c.groups) for c in plan_chunks(groups, 1, 10_000)] == [1, 1]
-    assert [c.prefix for c in plan_chunks(groups, 8, 10_000)] == [0]
-    assert [len(c.groups) for c in plan_chunks(groups, 8, 100)] == [1, 1]  # KV budget
+    groups = group_requests(reqs)  # sorted by context: [9, 9] first
+    assert [g.context for g in groups] == [
+        (9, 9),
+        (*shots_a, 1, 2),
+        (*shots_a, 4),
+        tuple(shots_b),
+        (*shots_b, 6),
+    ]
+    assert [len(rs) for rs in groups[1].rows.values()] == [2]  # 0 and 1 share a row
+    assert groups[1].folded and not groups[2].folded
+    # each few-shot prompt is cached once for its questions; [9, 9] shares nothing
+    chunks = plan_chunks(groups, 8)
+    assert [(c.prefix, len(c.groups)) for c in chunks] == [(2, 1), (60, 2), (60, 2)]
+    # when joining may cost up to 100 recomputed positions: one chunk, prefix 0
+    assert [(c.prefix, len(c.groups)) for c in plan_chunks(groups, 100)] == [(0, 5)]
+    # questions that share nothing are one chunk (then batched)
+    alone = group_requests([to_request(i, [i, 1, 2], [3], 100) for i in range(5)])
+    assert [(c.prefix, len(c.groups)) for c in plan_chunks(alone, 8)] == [(0, 5)]
     truncated = to_request(5, list(range(50)), [60, 61], max_length=10)
     assert truncated.inp == tuple(range(41, 50)) + (60,) and truncated.start == 8
+
+
+def test_pack_puts_options_after_their_context():
+    """One packed row: the context past the prefix, then each option at the positions that
+    follow the context (siblings restart there)."""
+    reqs = [to_request(0, [5, 6, 7, 8], [1, 2], 100), to_request(1, [5, 6, 7, 8], [3], 100)]
+    (group,) = group_requests(reqs)
+    row = pack(group, prefix=2)
+    assert row.tokens == (7, 8, 1, 8)  # context (5, 6 cached) 7; options (8, 1) and (8,)
+    assert row.segment == (0, 1, 1, 2) and row.position == (0, 1, 2, 1)
+    assert [(start, n, [r.index for r in rs]) for start, n, rs in row.options] == [
+        (1, 2, [0]),
+        (3, 1, [1]),
+    ]
+    assert row.scored == 3
 
 
 @needs_data

@@ -1,7 +1,8 @@
 """How the shared-prefix scorer orders and batches lm-eval's log-likelihood requests.
 
 Pure Python (no torch): requests -> groups (requests with one context) -> chunks (groups that
-share a cached prefix and run together). ``evaluate/shared_prefix.py`` executes the plan.
+share a cached prefix and run together) -> one packed row per group (its context, then all its
+options, under a tree mask). ``evaluate/shared_prefix.py`` executes the plan.
 
 A request is what stock ``HFLM._loglikelihood_tokens`` feeds the model: ``inp`` = (context +
 continuation) left-truncated to ``max_length + 1`` tokens, last token dropped; the
@@ -54,12 +55,8 @@ class Group:
 
     @property
     def folded(self) -> bool:
-        """One distinct row: context and scored tokens run as one sequence, no second pass."""
+        """One distinct row: context and scored tokens are one causal sequence (no tree mask)."""
         return len(self.rows) == 1
-
-    @property
-    def longest_row(self) -> int:
-        return max(len(r) for r in self.rows)
 
 
 def group_requests(requests: list[Request]) -> list[Group]:
@@ -83,8 +80,7 @@ def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 @dataclass
 class Chunk:
     """Groups that run together: their first ``prefix`` context tokens are shared and cached
-    once (batch 1); each group's remaining context runs once (phase 1), then its rows (phase 2;
-    folded groups are finished in phase 1)."""
+    once (batch 1); each group then runs as one packed row (``pack``) on top of that cache."""
 
     prefix: int
     groups: list[Group]
@@ -93,41 +89,58 @@ class Chunk:
     def prefix_tokens(self) -> tuple[int, ...]:
         return self.groups[0].context[: self.prefix]
 
-    def phase1_length(self) -> int:
-        """Padded length of phase 1: remaining context (+ the row of folded groups)."""
-        return max(
-            len(g.context) - self.prefix + (g.longest_row if g.folded else 0) for g in self.groups
-        )
 
-    def phase2_rows(self) -> int:
-        return sum(len(g.rows) for g in self.groups if not g.folded)
+@dataclass(frozen=True)
+class Packed:
+    """One group as one model row: its context past the shared prefix, then each of its
+    scored rows (the options), all options after the context. ``segment`` says what each
+    token belongs to (0: context, j: option j), ``position`` its position past the prefix
+    (every option continues from the end of the context); an option sees the context and
+    itself only (a tree mask). ``options``: (first index in the row, length, requests)."""
 
-    def phase2_length(self) -> int:
-        return max((g.longest_row for g in self.groups if not g.folded), default=0)
+    tokens: tuple[int, ...]
+    segment: tuple[int, ...]
+    position: tuple[int, ...]
+    options: tuple[tuple[int, int, list[Request]], ...]
 
-    def cost(self) -> int:
-        """Token-rows held in the KV cache by its largest pass (the memory that bounds a chunk)."""
-        total1 = self.prefix + self.phase1_length()
-        return max(len(self.groups) * total1, self.phase2_rows() * (total1 + self.phase2_length()))
+    @property
+    def scored(self) -> int:
+        """Positions of the row the LM head runs on."""
+        return sum(n for _, n, _ in self.options)
 
 
-def plan_chunks(groups: list[Group], join_tokens: int, max_token_rows: int) -> list[Chunk]:
-    """Consecutive groups joined into chunks, greedily.
+def pack(group: Group, prefix: int) -> Packed:
+    """``group`` as one row after its first ``prefix`` context tokens (see ``Packed``)."""
+    tail = group.context[prefix:]
+    tokens, segment, position = list(tail), [0] * len(tail), list(range(len(tail)))
+    options = []
+    for j, (scored, reqs) in enumerate(group.rows.items(), start=1):
+        options.append((len(tokens), len(scored), reqs))
+        tokens += scored
+        segment += [j] * len(scored)
+        position += range(len(tail), len(tail) + len(scored))
+    return Packed(tuple(tokens), tuple(segment), tuple(position), tuple(options))
 
-    Joining a group to the current chunk can shorten the chunk's shared prefix, so that every
-    group already in it recomputes the difference; it joins when that costs at most
-    ``join_tokens`` token positions (about what one extra model call costs) and the chunk stays
-    within ``max_token_rows`` (batch rows x sequence length, the KV cache's size).
+
+def plan_chunks(groups: list[Group], join_tokens: int) -> list[Chunk]:
+    """Consecutive (sorted) groups joined into chunks, greedily.
+
+    A chunk of k groups with shared prefix P runs P + sum(context - P) context positions, so
+    joining group g (shared prefix S <= P with the chunk) costs (k - 1) (P - S) positions
+    recomputed by the others, less the S that g itself no longer runs. g joins when that is at
+    most ``join_tokens`` (about what one more model call costs), unless g shares more than
+    that beyond S with the next group (the first question of a new few-shot prompt starts a
+    chunk of its own). Groups that share nothing end up in one chunk of prefix 0: one batch.
     """
     chunks: list[Chunk] = []
-    for g in groups:
+    for i, g in enumerate(groups):
         if chunks:
             c = chunks[-1]
             shared = min(c.prefix, common_prefix(c.groups[-1].context, g.context))
-            recomputed = (c.prefix - shared) * len(c.groups)
-            candidate = Chunk(shared, [*c.groups, g])
-            if recomputed <= join_tokens and candidate.cost() <= max_token_rows:
-                chunks[-1] = candidate
+            ahead = common_prefix(g.context, groups[i + 1].context) if i + 1 < len(groups) else 0
+            cost = (len(c.groups) - 1) * (c.prefix - shared) - shared
+            if cost <= join_tokens and ahead <= shared + join_tokens:
+                chunks[-1] = Chunk(shared, [*c.groups, g])
                 continue
         chunks.append(Chunk(len(g.context), [g]))
     return chunks

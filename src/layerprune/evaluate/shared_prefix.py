@@ -2,18 +2,18 @@
 
 ``SharedPrefixLM`` returns what stock ``HFLM`` returns for every log-likelihood request (to
 float32 rounding), faster: lm-eval runs every option of a question, and every few-shot prompt,
-from the first token. Here requests are sorted by their tokens and batched by
-``prefix_plan``; a KV cache holds the prefix shared with the previous chunk (cropped, never
-recomputed), each context runs once, the options of a question run as one batch from it, and
-the LM head runs only on scored positions (``logits_to_keep``). ``loglikelihood_rolling`` and
-generation stay stock. A model whose forward cannot continue from a cache (checked once on
-real tokens) is scored the stock way, with a log line.
+from the first token. Here requests are sorted by their tokens and planned by ``prefix_plan``:
+a batch-1 KV cache holds the prefix a chunk of questions shares (cropped for the next chunk,
+never recomputed); each question is one packed row on top of it (its context once, then all
+its options, each option masked from its siblings: a tree mask), rows run in length-sorted
+batches, and the LM head runs only on scored positions (``logits_to_keep``).
+``loglikelihood_rolling`` and generation stay stock. A model whose forward cannot continue a
+cache under such a mask (checked once on real tokens) is scored the stock way, with a log line.
 
 Exactness rules, from ``../shared/EVAL_NOTES.md``: a fresh ``DynamicCache()`` (no config: full
-KV per layer, so a sliding-window layer can be cropped back; the mask enforces the window);
-explicit ``position_ids``; right padding only; cache slots a row must not see (the padded tail
-of a shorter context) are masked out, and are only allowed where no sliding window reaches
-them (else rows run in batches of equal context length).
+KV per layer; the mask enforces sliding windows, by position); explicit ``position_ids``; right
+padding only; a padding token attends to itself only. The mask is 4-D (boolean for SDPA,
+additive for eager attention), one per layer type for models with ``layer_types``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
+from layerprune.evaluate.perplexity import HEAD_CHUNK
 from layerprune.evaluate.prefix_plan import (
-    Chunk,
-    Group,
+    Packed,
     Request,
     common_prefix,
     group_requests,
+    pack,
     plan_chunks,
     to_request,
 )
@@ -62,32 +63,26 @@ def _cache_keyword(model: torch.nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _sliding_window(config) -> int | None:
-    """The smallest attention window of any layer, or None if every layer sees everything."""
-    window = getattr(config, "sliding_window", None)
+def _mask_windows(config) -> dict[str | None, int | None]:
+    """The attention mask(s) the model's forward takes, each with its window (None: full).
+    Models with ``layer_types`` (Gemma3, Qwen2) take one mask per layer type in a dict (key:
+    the type); others one mask (key None), sliding if ``sliding_window`` is set (Mistral)."""
+    window = getattr(config, "sliding_window", None) or None
     types = getattr(config, "layer_types", None)
     if types is not None:
-        return window if window and "sliding_attention" in types else None
+        return {t: window if t == "sliding_attention" else None for t in sorted(set(types))}
     if getattr(config, "use_sliding_window", True) is False:
-        return None
-    return window or None
+        window = None
+    return {None: window}
 
 
-def _rows_of(cache: DynamicCache, rows: torch.Tensor | int, length: int | None = None):
-    """A new cache whose batch rows are ``rows`` of ``cache`` (an int: row 0 repeated),
-    optionally cut to its first ``length`` positions. ``cache`` is left as it is."""
+def _expanded(cache: DynamicCache, rows: int) -> DynamicCache:
+    """A new cache holding ``cache``'s one row ``rows`` times (``cache`` is left as it is)."""
     out = DynamicCache()
     for i, layer in enumerate(cache.layers):
-        if not getattr(layer, "is_initialized", True) or layer.keys is None:
-            continue
-        k, v = layer.keys, layer.values
-        if isinstance(rows, int):
-            k, v = k.expand(rows, *k.shape[1:]), v.expand(rows, *v.shape[1:])
-        else:
-            k, v = k[rows], v[rows]
-        if length is not None:
-            k, v = k[..., :length, :], v[..., :length, :]
-        out.update(k, v, i)
+        if getattr(layer, "is_initialized", True) and layer.keys is not None:
+            k, v = layer.keys, layer.values
+            out.update(k.expand(rows, *k.shape[1:]), v.expand(rows, *v.shape[1:]), i)
     return out
 
 
@@ -95,27 +90,23 @@ class SharedPrefixLM(CountingLM):
     """``HFLM`` whose ``loglikelihood`` scores requests through a prefix trie (module doc).
 
     ``join_tokens``: a group joins the running chunk if that makes the others recompute at
-    most this many positions. ``max_token_rows``: a chunk's KV cache holds at most this many
-    (row x position) entries. ``batch_tokens``: one model call runs at most this many padded
+    most this many positions. ``batch_tokens``: one model call runs at most this many padded
     tokens (rows x longest row); rows are sorted by length so the padding stays small.
     """
 
-    def __init__(
-        self,
-        *args,
-        join_tokens: int = 64,
-        max_token_rows: int = 16384,
-        batch_tokens: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, *args, join_tokens: int = 64, batch_tokens: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.join_tokens, self.max_token_rows = join_tokens, max_token_rows
+        self.join_tokens = join_tokens
         # padded tokens per model call (rows x length)
         self.batch_tokens = batch_tokens or (1024 if self.device.type == "cpu" else 16384)
         self.model_calls = 0
         self._cache_ok: bool | None = None  # decided on the first request
         self._cache_kw = _cache_keyword(self.model)
-        self._window = _sliding_window(_unwrap(self.model).config)
+        base = _unwrap(self.model)
+        self._windows = _mask_windows(base.config)
+        self._eager = base.config._attn_implementation == "eager"
+        # LM head positions per call: at most HEAD_CHUNK logits (64M floats)
+        self.head_positions = max(1, HEAD_CHUNK // base.get_output_embeddings().weight.shape[0])
 
     # -- model calls ------------------------------------------------------------------------
 
@@ -155,29 +146,39 @@ class SharedPrefixLM(CountingLM):
         return out.to(self.device)
 
     def _cache_works(self, tokens: tuple[int, ...]) -> bool:
-        """Does a forward continued from a cache give the full forward's log-probabilities?"""
+        """Does a forward continued from a cache, with the tree mask of two sibling options,
+        give the full forward's log-probabilities?"""
         n = min(len(tokens), 16)
         if n < 2:
             return True
+        h, m = n // 2, n - n // 2
         ids = torch.tensor([tokens[:n]], device=self.device)
+        rest = tuple(tokens[h:n])  # as two options after the first h tokens: both see only h
+        twice = Packed(rest * 2, (1,) * m + (2,) * m, tuple(range(m)) * 2, ())
         try:
-            full = self._call(ids, None, self._positions(0, 1, n), keep=n)
+            full = self._call(ids, None, self._positions(0, 1, n), keep=n)[:, h:]
             cache = DynamicCache()
-            self._call(ids[:, : n // 2], cache, self._positions(0, 1, n // 2))
-            rest = self._call(
-                ids[:, n // 2 :], cache, self._positions(n // 2, 1, n - n // 2), keep=n - n // 2
+            self._call(ids[:, :h], cache, self._positions(0, 1, h))
+            tree = self._call(
+                ids[:, h:].repeat(1, 2),
+                _expanded(cache, 1),
+                h + torch.tensor([twice.position], device=self.device),
+                mask=self._tree_mask(h, [twice], 2 * m),
+                keep=2 * m,
             )
-        except Exception as e:  # a forward without cache / position support
+        except Exception as e:  # a forward without cache / position / 4-D mask support
             log.warning(
                 "shared-prefix scoring off (the model cannot continue a cache: %s); stock scoring",
                 e,
             )
             return False
         tol = 1e-3 if full.dtype == torch.float32 else 5e-2
-        diff = (rest - full[:, n // 2 :]).abs().max().item()
+        diff = (tree - torch.cat([full, full], dim=1)).abs().max().item()
         if not diff <= tol * max(1.0, full.abs().max().item()):
             log.warning(
-                "shared-prefix scoring off (a cached forward differs by %.3g); stock scoring", diff
+                "shared-prefix scoring off (a cached, tree-masked forward differs by %.3g); "
+                "stock scoring",
+                diff,
             )
             return False
         return True
@@ -193,112 +194,78 @@ class SharedPrefixLM(CountingLM):
         if not self._cache_ok:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         results: list[tuple[float, bool] | None] = [None] * len(reqs)
-        chunks = plan_chunks(group_requests(reqs), self.join_tokens, self.max_token_rows)
         bar = tqdm(
             total=len(reqs),
             disable=disable_tqdm or self.rank != 0,
             desc="Shared-prefix loglikelihood",
         )
         prefix = _Prefix(self)
-        for chunk in chunks:
+        for chunk in plan_chunks(group_requests(reqs), self.join_tokens):
             prefix.extend_to(chunk.prefix_tokens)
-            done = self._run_chunk(chunk, prefix.cache, results)
-            bar.update(done)
+            rows = [pack(g, chunk.prefix) for g in chunk.groups]
+            for part in _batches(rows, self.batch_tokens, self.head_positions):
+                bar.update(self._run_rows(chunk.prefix, part, prefix.cache, results))
         bar.close()
         for (request_str, _, _), answer in zip(requests, results, strict=True):
             if request_str is not None:
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return results
 
-    def _run_chunk(self, chunk: Chunk, prefix_cache: DynamicCache, results: list) -> int:
-        """The chunk's groups in batches of similar phase-1 length (right padding costs what it
-        pads: sorting keeps it small). Returns requests scored."""
-        p = chunk.prefix
-        done = 0
-        for part in _batches(chunk.groups, lambda g: _tail_length(g, p), self.batch_tokens):
-            done += self._run_groups(p, part, prefix_cache, results)
-        return done
-
-    def _run_groups(self, p: int, groups: list[Group], prefix_cache: DynamicCache, results) -> int:
-        """Phase 1: every group's remaining context (+ the row of folded groups); phase 2: the
-        rows of the other groups, from their context's cache. Returns requests scored."""
-        tails = [g.context[p:] + (next(iter(g.rows)) if g.folded else ()) for g in groups]
-        done = 0
-        if any(tails):
-            ids = self._padded([t or (0,) for t in tails])
-            rows, width = ids.shape
-            cache = _rows_of(prefix_cache, rows)
-            keep = None
-            if any(g.folded for g in groups):  # score the folded rows' last positions
-                last = max(g.longest_row for g in groups if g.folded)
-                keep = torch.tensor(
-                    [[max(len(t) - last + j, 0) for j in range(last)] for t in tails],
-                    device=self.device,
-                )
-            logp = self._call(ids, cache, self._positions(p, rows, width), keep=keep)
-            for r, g in enumerate(groups):
-                if g.folded:
-                    (reqs,) = g.rows.values()
-                    n = g.longest_row
-                    done += self._score(logp[r, logp.shape[1] - n :], reqs, results)
-        else:  # one group whose context is the whole prefix
-            cache, width = prefix_cache, 0
-        multi = [(r, g) for r, g in enumerate(groups) if not g.folded]
-        if multi:
-            done += self._run_rows(p, multi, cache, width, results)
-        return done
-
-    def _run_rows(self, p: int, multi: list[tuple[int, Group]], cache, width: int, results) -> int:
-        """Phase 2. A row sees its own context (p + its length) and not the padded tail of
-        phase 1; when a sliding window could reach that tail, rows run in batches of equal
-        context length with the tail cut off instead of masked."""
-        seen = [(r, g, len(g.context) - p) for r, g in multi]
-        longest = max(g.longest_row for _, g in multi)
-        if self._window is not None and p + width + longest > self._window:
-            batches: dict[int, list] = {}
-            for item in seen:
-                batches.setdefault(item[2], []).append(item)
-            return sum(
-                self._run_batch(p, items, cache, width, cut=True, results=results)
-                for items in batches.values()
-            )
-        return self._run_batch(p, seen, cache, width, cut=False, results=results)
-
-    def _run_batch(self, p: int, items, cache, width: int, cut: bool, results) -> int:
-        """The rows of ``items`` (phase-1 row, group, context length past ``p``) in batches of
-        similar length."""
-        every = [(r, c, scored, rs) for r, g, c in items for scored, rs in g.rows.items()]
-        return sum(
-            self._run_row_batch(p, part, cache, width, cut, results)
-            for part in _batches(every, lambda row: len(row[2]), self.batch_tokens)
+    def _run_rows(self, p: int, rows: list[Packed], prefix_cache, results: list) -> int:
+        """One call: packed rows (right-padded) on the shared prefix's cache, the LM head on
+        their options' positions only. Returns requests scored."""
+        ids = self._padded([r.tokens for r in rows])
+        n, width = ids.shape
+        position = torch.zeros(n, width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            position[i, : len(r.tokens)] = torch.tensor(r.position)
+        cache = _expanded(prefix_cache, n) if p else None
+        mask = None if all(len(r.options) == 1 for r in rows) else self._tree_mask(p, rows, width)
+        most = max(r.scored for r in rows)
+        keep = torch.tensor(
+            [
+                [i for start, length, _ in r.options for i in range(start, start + length)]
+                + [len(r.tokens) - 1] * (most - r.scored)
+                for r in rows
+            ],
+            device=self.device,
         )
-
-    def _run_row_batch(self, p: int, batch, cache, width: int, cut: bool, results) -> int:
-        rows = [r for r, _, _, _ in batch]
-        lengths = [c for _, c, _, _ in batch]
-        reqs = [(scored, rs) for _, _, scored, rs in batch]
-        ids = self._padded([s for s, _ in reqs])
-        n, width2 = ids.shape
-        index = torch.tensor(rows, device=self.device)
-        ctx = torch.tensor(lengths, device=self.device)
-        if cut or all(c == width for c in lengths):
-            sub = _rows_of(cache, index, p + lengths[0]) if cut else _rows_of(cache, index)
-            mask = None
-        else:
-            sub = _rows_of(cache, index)
-            kv = torch.arange(p + width, device=self.device).expand(n, -1)
-            mask = torch.cat(
-                [
-                    (kv < (p + ctx)[:, None]).long(),
-                    torch.ones(n, width2, dtype=torch.long, device=self.device),
-                ],
-                dim=1,
-            )
-        logp = self._call(ids, sub, self._positions(p + ctx, n, width2), mask=mask, keep=width2)
+        logp = self._call(ids, cache, (p + position).to(self.device), mask=mask, keep=keep)
         done = 0
-        for i, (scored, rs) in enumerate(reqs):
-            done += self._score(logp[i, : len(scored)], rs, results)
+        for i, r in enumerate(rows):
+            at = 0
+            for _, length, reqs in r.options:
+                done += self._score(logp[i, at : at + length], reqs, results)
+                at += length
         return done
+
+    def _tree_mask(self, p: int, rows: list[Packed], width: int):
+        """The 4-D attention mask(s) of packed rows: every token sees the shared prefix; a
+        context token sees the context before it; an option token sees the context and its own
+        option before it (never a sibling); a padding token sees itself (no empty softmax row).
+        Sliding layers also drop keys ``window`` or more positions back."""
+        n = len(rows)
+        segment = torch.full((n, width), -1, dtype=torch.long)
+        position = torch.zeros(n, width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            segment[i, : len(r.tokens)] = torch.tensor(r.segment)
+            position[i, : len(r.tokens)] = torch.tensor(r.position)
+        q, k = segment[:, :, None], segment[:, None, :]
+        index = torch.arange(width)
+        causal = index[:, None] >= index[None, :]
+        row = causal & ((k == 0) | (q == k)) & (k >= 0)
+        row |= torch.eye(width, dtype=torch.bool) & (q < 0)
+        seen = torch.cat([torch.ones(n, width, p, dtype=torch.bool), row], dim=2)
+        q_pos = (p + position)[:, :, None]
+        k_pos = torch.cat([torch.arange(p).expand(n, p), p + position], dim=1)[:, None, :]
+        masks = {}
+        for kind, window in self._windows.items():
+            m = seen if window is None else seen & (q_pos - k_pos < window)
+            if self._eager:  # additive, as transformers' eager masks
+                dtype = self.model.dtype
+                m = torch.zeros(m.shape, dtype=dtype).masked_fill(~m, torch.finfo(dtype).min)
+            masks[kind] = m[:, None].to(self.device)
+        return masks.get(None, masks)
 
     def _score(self, logp: torch.Tensor, reqs: list[Request], results: list) -> int:
         """Stock's answer for each request scored from these rows: (sum of log-probabilities
@@ -314,20 +281,21 @@ class SharedPrefixLM(CountingLM):
         return len(reqs)
 
 
-def _tail_length(g: Group, p: int) -> int:
-    """Phase-1 tokens of a group past the shared prefix ``p``."""
-    return len(g.context) - p + (g.longest_row if g.folded else 0)
-
-
-def _batches(items: list, length, tokens: int, max_rows: int = 256) -> list[list]:
-    """``items`` sorted by ``length`` (longest first) in runs whose padded size (rows x the
-    first, longest length) stays within ``tokens`` (at least one row each)."""
-    out: list[list] = []
-    for item in sorted(items, key=length, reverse=True):
-        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * length(out[-1][0]) <= tokens:
-            out[-1].append(item)
-        else:
-            out.append([item])
+def _batches(rows: list[Packed], tokens: int, head: int, max_rows: int = 256) -> list[list]:
+    """``rows`` sorted by length (longest first) in runs whose padded size (rows x the first,
+    longest length) stays within ``tokens`` and whose LM head output (rows x most scored
+    positions of a row) within ``head`` positions; at least one row each."""
+    out: list[list[Packed]] = []
+    most = 0
+    for r in sorted(rows, key=lambda r: len(r.tokens), reverse=True):
+        if out:
+            n, k = len(out[-1]) + 1, max(most, r.scored)
+            if n <= max_rows and n * len(out[-1][0].tokens) <= tokens and n * k <= head:
+                out[-1].append(r)
+                most = k
+                continue
+        out.append([r])
+        most = r.scored
     return out
 
 
