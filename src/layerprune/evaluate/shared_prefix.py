@@ -119,7 +119,7 @@ class SharedPrefixLM(CountingLM):
         if mask is not None:
             kwargs["attention_mask"] = mask
         with (
-            torch.no_grad(),
+            torch.inference_mode(),
             torch.autocast(
                 device_type=self.device.type,
                 dtype=self.mixed_precision_dtype,
@@ -275,7 +275,7 @@ class SharedPrefixLM(CountingLM):
             targets = torch.tensor(req.targets, device=logp.device)
             chosen = logp[-len(targets) :].gather(-1, targets[:, None]).squeeze(-1)
             results[req.index] = (
-                float(chosen.sum()),
+                float(chosen.sum(dtype=torch.float64)),
                 bool((greedy[-len(targets) :] == targets).all()),
             )
         return len(reqs)
