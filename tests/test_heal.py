@@ -7,16 +7,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from layerprune.heal import HealSettings, attach_trainable, heal, train
+from layerprune.config import HealingConfig
+from layerprune.heal import attach_trainable, heal, train
 from layerprune.models.load import load_model
 from layerprune.plan import PruningPlan
 from layerprune.surgery.blocks import remove_blocks, save_checkpoint
 from tests.conftest import tiny_config
 
 
-def settings(method: str, **kw) -> HealSettings:
+def settings(method: str, **kw) -> HealingConfig:
     base = dict(
-        method=method,
+        name=method,
         steps=8,
         batch_size=2,
         grad_accum=1,
@@ -30,10 +31,9 @@ def settings(method: str, **kw) -> HealSettings:
         lora_targets=["gate_proj", "up_proj", "down_proj"],
         partial_blocks=2,
         checkpoint_every=0,
-        seed=0,
     )
     base.update(kw)
-    return HealSettings(**base)
+    return HealingConfig(**base)
 
 
 def data(n: int = 4, length: int = 32) -> torch.Tensor:
@@ -41,10 +41,10 @@ def data(n: int = 4, length: int = 32) -> torch.Tensor:
     return torch.stack([(torch.arange(length) + 3 * i) % 7 + 97 for i in range(n)])
 
 
-def heal_saved(lm, s: HealSettings, out, folder, merge: bool = False):
+def heal_saved(lm, s: HealingConfig, out, folder, merge: bool = False):
     """``heal`` of a tiny model saved at ``folder``, on ``data()``, in float32."""
-    args = (lm.model, lm.tokenizer, lm.adapter, s, data(), out, folder, None)
-    return heal(*args, merge=merge, dtype=torch.float32)
+    s.merge = merge
+    return heal(lm.model, lm.tokenizer, lm.adapter, s, data(), out, folder, None, torch.float32)
 
 
 @pytest.mark.parametrize("method", ["lora", "partial"])

@@ -14,38 +14,18 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from layerprune import atomic
+from layerprune.config import HealingConfig
 from layerprune.errors import LayerpruneError
 from layerprune.models.adapter import BlockAdapter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HealSettings:
-    """Plain values of a healing run (``healing`` config group)."""
-
-    method: str  # lora | qlora | partial
-    steps: int  # optimiser steps
-    batch_size: int
-    grad_accum: int
-    lr: float
-    warmup_steps: int
-    weight_decay: float
-    max_grad_norm: float
-    lora_rank: int
-    lora_alpha: float
-    lora_dropout: float
-    lora_targets: list[str] = field(default_factory=list)
-    partial_blocks: int = 3
-    checkpoint_every: int = 0  # 0 = no resumable checkpoints
-    seed: int = 0
 
 
 @dataclass
@@ -85,12 +65,12 @@ def load_4bit(folder: Path, dtype: torch.dtype) -> torch.nn.Module:
     )
 
 
-def attach_trainable(model: torch.nn.Module, s: HealSettings, adapter: BlockAdapter):
+def attach_trainable(model: torch.nn.Module, s: HealingConfig, adapter: BlockAdapter):
     """Wrap with LoRA (lora/qlora) or unfreeze the last blocks + lm_head (partial)."""
-    if s.method in ("lora", "qlora"):
+    if s.name in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-        if s.method == "qlora":
+        if s.name == "qlora":
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         config = LoraConfig(
             r=s.lora_rank,
@@ -100,7 +80,7 @@ def attach_trainable(model: torch.nn.Module, s: HealSettings, adapter: BlockAdap
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, config)
-    if s.method == "partial":
+    if s.name == "partial":
         for p in model.parameters():
             p.requires_grad_(False)
         blocks = adapter.blocks(model)
@@ -110,7 +90,7 @@ def attach_trainable(model: torch.nn.Module, s: HealSettings, adapter: BlockAdap
         for p in model.get_output_embeddings().parameters():
             p.requires_grad_(True)
         return model
-    raise LayerpruneError(f"unknown healing method '{s.method}'")
+    raise LayerpruneError(f"unknown healing method '{s.name}'")
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,9 +115,10 @@ def _save_resume(folder: Path, model, opt, sched, step: int, losses: list) -> No
 def train(
     model: torch.nn.Module,
     data: torch.Tensor,
-    s: HealSettings,
+    s: HealingConfig,
     loss_csv: Path,
     resume_dir: Path | None = None,
+    seed: int = 0,
 ) -> HealResult:
     """Train the trainable parameters of ``model`` for ``s.steps`` optimiser steps on ``data``
     ([N, seq_len] token ids, cycled if shorter than needed)."""
@@ -164,7 +145,7 @@ def train(
         torch.set_rng_state(state["rng"])
         log.info("healing resumes at step %d of %d (%s)", start_step, s.steps, resume_file)
 
-    gen = torch.Generator().manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(seed)
     per_step = s.batch_size * s.grad_accum
     order = torch.cat(
         [
@@ -177,7 +158,7 @@ def train(
     begin = time.perf_counter()
     bar = tqdm(
         range(start_step, s.steps),
-        desc=f"heal ({s.method})",
+        desc=f"heal ({s.name})",
         unit="step",
         initial=start_step,
         total=s.steps,
@@ -208,7 +189,7 @@ def train(
     if resume_dir and resume_dir.exists():
         shutil.rmtree(resume_dir)  # finished: nothing left to resume
     return HealResult(
-        method=s.method,
+        method=s.name,
         steps=s.steps,
         tokens=s.steps * per_step * data.shape[1],
         first_loss=losses[0][1] if losses else float("nan"),
@@ -236,34 +217,35 @@ def heal(
     model: torch.nn.Module,
     tokenizer,
     adapter: BlockAdapter,
-    s: HealSettings,
+    s: HealingConfig,
     data: torch.Tensor,
     out_dir: Path,
     pruned_checkpoint: Path,
     resume_dir: Path | None,
-    merge: bool,
     dtype: torch.dtype,
+    seed: int = 0,
 ) -> tuple[torch.nn.Module, HealResult, dict[str, str]]:
-    """Heal ``model``; return the model to evaluate (as trained), the result, saved paths.
+    """Heal ``model`` as the ``healing`` config says; return the model to evaluate (as
+    trained), the result, saved paths.
 
-    ``pruned_checkpoint`` must hold the pruned model when ``s.method == "qlora"`` or ``merge``.
+    ``pruned_checkpoint`` must hold the pruned model when ``s.name == "qlora"`` or ``s.merge``.
     """
     saved: dict[str, str] = {}
-    if s.method == "qlora":
+    if s.name == "qlora":
         del model  # the 4-bit base is loaded fresh from disk, never reused after an eval pass
         model = load_4bit(pruned_checkpoint, dtype)
     model = attach_trainable(model, s, adapter)
-    result = train(model, data, s, out_dir / "healing_loss.csv", resume_dir)
-    if s.method in ("lora", "qlora"):
+    result = train(model, data, s, out_dir / "healing_loss.csv", resume_dir, seed)
+    if s.name in ("lora", "qlora"):
         model.save_pretrained(out_dir / "adapter")
         saved["adapter"] = str(out_dir / "adapter")
-        if merge:
+        if s.merge:
             merged = merge_adapter(
                 pruned_checkpoint, out_dir / "adapter", out_dir / "merged", dtype
             )
             saved["merged"] = str(merged)
         model = model.base_model.model  # the HF model with LoRA layers in place: evaluate as is
-    elif merge:
+    elif s.merge:
         with atomic.directory(out_dir / "merged") as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
