@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 from layerprune import paths, pipeline
 from layerprune.config import validate
 from layerprune.errors import LayerpruneError
-from layerprune.methods.blocks import count_to_remove, select_blocks
+from layerprune.methods.base import MethodContext
+from layerprune.methods.blocks import DeeperLayers, LastLayers, ShortGPT, count_to_remove
 from layerprune.models.load import count_parameters, load_model
 from layerprune.scan.residual import Scan
 from layerprune.surgery.blocks import PLAN_FILE, remove_blocks, save_checkpoint
@@ -39,6 +40,12 @@ def fake_scan(num_blocks: int = 6) -> Scan:
     return Scan(num_blocks, {"angular/last": d, "cosine/mean": cos}, 4, 40)
 
 
+def select(method, fraction: float, num_blocks: int, scan=None, metric="", reduction=""):
+    """``method``'s plan for a model of ``num_blocks`` blocks (no model needed)."""
+    ctx = MethodContext(None, "m", fraction, num_blocks, metric, reduction, None, None, scan=scan)
+    return method.plan(ctx)
+
+
 def test_count_to_remove_rounds_half_up_and_keeps_one():
     assert count_to_remove(0.25, 30) == 8  # 7.5 -> 8 (round() would give 8 too)
     assert count_to_remove(0.25, 10) == 3  # 2.5 -> 3 (round() would give 2)
@@ -49,16 +56,16 @@ def test_count_to_remove_rounds_half_up_and_keeps_one():
 
 def test_methods_choose_by_their_rule():
     scan = fake_scan()
-    deeper = select_blocks("deeper_layers", 0.5, 6, scan, "angular", "last")
+    deeper = select(DeeperLayers(), 0.5, 6, scan, "angular", "last")
     assert deeper.removed_blocks == [2, 3, 4] and deeper.scores["l_star"] == 2
     assert len(deeper.scores["d(l,n)"]) == 4  # l = 0..L-n
-    assert select_blocks("last_layers", 0.5, 6, None, "", "").removed_blocks == [2, 3, 4]
-    assert select_blocks("last_layers", 0.2, 6, None, "", "").removed_blocks == [4]
-    assert select_blocks("shortgpt", 0.34, 6, scan, "", "").removed_blocks == [1, 3]
-    empty = select_blocks("deeper_layers", 0.05, 6, scan, "angular", "last")
+    assert select(LastLayers(), 0.5, 6).removed_blocks == [2, 3, 4]
+    assert select(LastLayers(), 0.2, 6).removed_blocks == [4]
+    assert select(ShortGPT(), 0.34, 6, scan).removed_blocks == [1, 3]
+    empty = select(DeeperLayers(), 0.05, 6, scan, "angular", "last")
     assert empty.is_empty and "n = 0" in empty.note
-    with pytest.raises(LayerpruneError, match="block_influence is pruning_method=shortgpt"):
-        select_blocks("deeper_layers", 0.5, 6, scan, "block_influence", "mean")
+    with pytest.raises(LayerpruneError, match="use pruning_method=shortgpt"):
+        DeeperLayers().check_metric("block_influence")
 
 
 @pytest.mark.parametrize("family", FAMILIES + ["gemma3_text"])
@@ -66,7 +73,7 @@ def test_prune_save_load_generate(family, tmp_path):
     lm = load_model(tiny_config(family))
     before = count_parameters(lm.model)
     block_params = sum(p.numel() for p in lm.adapter.blocks(lm.model)[3].parameters())
-    plan = select_blocks("last_layers", 0.375, 8, None, "", "")  # blocks 4, 5, 6
+    plan = select(LastLayers(), 0.375, 8)  # blocks 4, 5, 6
     remove_blocks(lm.model, lm.adapter, plan.removed_blocks)
     assert count_parameters(lm.model) == before - 3 * block_params
     folder = save_checkpoint(lm.model, lm.tokenizer, plan, tmp_path / "ckpt")
@@ -117,7 +124,7 @@ def test_smollm2_block_pruning_roundtrip(smollm2, tmp_path):
     import copy
 
     model = copy.deepcopy(smollm2.model)
-    plan = select_blocks("last_layers", 0.2, 30, None, "", "")  # 6 blocks: 23..28
+    plan = select(LastLayers(), 0.2, 30)  # 6 blocks: 23..28
     remove_blocks(model, smollm2.adapter, plan.removed_blocks)
     folder = save_checkpoint(model, smollm2.tokenizer, plan, tmp_path / "ckpt")
     again = AutoModelForCausalLM.from_pretrained(folder).eval()

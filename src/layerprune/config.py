@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -118,34 +119,17 @@ class TokenReduction(str, Enum):
     mean = "mean"  # all non-pad tokens
 
 
-PRUNING_METHODS = ("none", "deeper_layers", "last_layers", "shortgpt", "finercut")
-METRICS = ("default", "angular", "cosine", "l2", "block_influence", "js", "js_code", "kl")
-# metric=default: each method's paper setting (so one sweep can span methods)
-DEFAULT_METRIC = {
-    "deeper_layers": ("angular", "last"),
-    "shortgpt": ("block_influence", "mean"),
-    "finercut": ("js", "mean"),
-}
-GRANULARITIES = ("sublayer", "attention", "mlp", "block")
-
-
-@dataclass
-class PruningMethodConfig:
-    name: str = "none"
-    # finercut only:
-    granularity: str = "sublayer"  # sublayer | attention | mlp | block (the candidate set)
-    evaluator: str = "fast"  # fast (cached residuals, skipped sublayers) | naive (reference)
-    search_fraction: float = 0.5  # search this far once; smaller fractions reuse the order
-
-    def __post_init__(self) -> None:
-        if self.name not in PRUNING_METHODS:
-            raise LayerpruneError(f"pruning_method.name={self.name!r}: one of {PRUNING_METHODS}")
-        if self.granularity not in GRANULARITIES:
-            raise LayerpruneError(f"pruning_method.granularity: one of {GRANULARITIES}")
-        if self.evaluator not in ("fast", "naive"):
-            raise LayerpruneError("pruning_method.evaluator: fast or naive")
-        if not 0.0 <= self.search_fraction < 1.0:
-            raise LayerpruneError("pruning_method.search_fraction must be in [0, 1)")
+METRICS = (
+    "default",  # the method's own (so one sweep can span methods)
+    "angular",
+    "cosine",
+    "l2",
+    "block_influence",
+    "js",
+    "js_code",
+    "kl",
+    "perplexity",  # the calibration text's own next-token loss (pruning_method=ppl)
+)
 
 
 @dataclass
@@ -274,7 +258,9 @@ class Config:
 
     model: ModelConfig = MISSING
     calibration: CalibrationConfig = MISSING
-    pruning_method: PruningMethodConfig = MISSING
+    # a method plug-in: {_target_: <PruningMethod subclass>, ...its settings}; validate()
+    # turns it into that object (layerprune.methods.base)
+    pruning_method: Any = MISSING
     metric: MetricConfig = MISSING
     healing: HealingConfig = MISSING
     benchmark: BenchmarkConfig = MISSING
@@ -289,20 +275,13 @@ class Config:
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
-        method = self.pruning_method.name
-        if self.metric.name == "default" and method in DEFAULT_METRIC:
-            name, reduction = DEFAULT_METRIC[method]
+        from layerprune.methods.base import build_method
+
+        method = self.pruning_method = build_method(self.pruning_method)
+        if self.metric.name == "default" and method.default_metric:
+            name, reduction = method.default_metric
             self.metric = MetricConfig(name, TokenReduction(reduction))
-        metric = self.metric.name
-        if method == "deeper_layers" and metric not in ("angular", "cosine", "l2"):
-            raise LayerpruneError(
-                f"deeper_layers compares block inputs with angular, cosine or l2, not {metric}"
-                + (": use pruning_method=shortgpt" if metric == "block_influence" else "")
-            )
-        if method == "finercut" and metric not in ("js", "js_code", "kl", "angular", "l2"):
-            raise LayerpruneError(
-                f"finercut compares outputs with js, js_code, kl, angular or l2, not {metric}"
-            )
+        method.check_metric(self.metric.name)
 
 
 def register() -> None:

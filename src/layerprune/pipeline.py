@@ -40,7 +40,6 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
-    method = cfg.pruning_method.name
 
     with _timed(timings, "load"):
         lm = load_model(cfg.model)
@@ -56,8 +55,11 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         plan.removed_mlp,
         plan.note,
     )
+    # surgery and checkpoint kind follow from the plan: whole blocks only -> a plain HF folder;
+    # any sublayer -> stand-ins + the generated modeling file
+    sublayers = bool(plan.removed_attention or plan.removed_mlp)
     with _timed(timings, "prune"):
-        if method == "finercut":
+        if sublayers:
             prune_sublayers(
                 lm.model,
                 lm.adapter,
@@ -72,7 +74,7 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     needs_folder = h.name == "qlora" or (h.name in ("lora", "qlora") and h.merge)
     if cfg.save_checkpoint or needs_folder:
         with _timed(timings, "save"):
-            save = save_sublayer_checkpoint if method == "finercut" else save_checkpoint
+            save = save_sublayer_checkpoint if sublayers else save_checkpoint
             checkpoint = str(save(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
 
     healing = None
@@ -140,83 +142,50 @@ def _model_identity(cfg: Config, lm, plan: PruningPlan) -> dict[str, Any]:
 
 
 def _select(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
-    """Scan (or search) and choose what to remove: ``(plan, scan_cache)``."""
-    from layerprune.methods.blocks import NEEDS_SCAN, select_blocks
+    """The method's choice (after the block scan if it needs one): ``(plan, cache)``, where
+    cache says whether the scan or the method's search came from its cache."""
+    from layerprune.methods.base import MethodContext
 
-    method, metric = cfg.pruning_method.name, cfg.metric
-    if method == "none":
-        note = "pruning_method=none: the unpruned model"
-        return PruningPlan("none", None, cfg.fraction, num_blocks, note=note), None
-    if method == "finercut":
-        return _finercut(cfg, lm, num_blocks, timings, out_dir)
-    scan, scan_cache = None, None
-    if method in NEEDS_SCAN and cfg.fraction > 0:
-        from layerprune.report.heatmap import plot_heatmap
-        from layerprune.scan.run import calibrated_scan
-
-        c = cfg.calibration
+    method = cfg.pruning_method
+    ctx = MethodContext(
+        lm=lm,
+        model_name=cfg.model.name,
+        fraction=cfg.fraction,
+        num_blocks=num_blocks,
+        metric=cfg.metric.name,
+        reduction=cfg.metric.reduction.value,
+        calibration=cfg.calibration,
+        out_dir=out_dir,
+        timings=timings,
+    )
+    if method.needs == "scan" and method.count(cfg.fraction, num_blocks) > 0:
         with _timed(timings, "scan"):
-            scan, hit = calibrated_scan(
-                lm, c.source.value, c.split.value, c.num_sequences, c.seq_len, c.batch_size, c.seed
-            )
-        scan_cache = "hit" if hit else "miss"
-        log.info(
-            "scan cache %s (%d sequences, %d tokens)",
-            scan_cache,
-            scan.num_sequences,
-            scan.num_tokens,
-        )
-        shown = metric.name if metric.name != "block_influence" else "angular"
-        reduction = metric.reduction.value
-        plot_heatmap(
-            scan,
-            shown,
-            reduction,
-            out_dir / "distance_heatmap.png",
-            f"{cfg.model.name}: {shown} distance d(l, n), {reduction} token",
-        )
+            ctx.scan, ctx.cache = _scan(cfg, lm, out_dir)
     with _timed(timings, "select"):
-        plan = select_blocks(
-            method, cfg.fraction, num_blocks, scan, metric.name, metric.reduction.value
-        )
-    return plan, scan_cache
+        plan = method.plan(ctx)
+    plan.fraction = cfg.fraction
+    return plan, ctx.cache
 
 
-def _finercut(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
-    """The FinerCut search (cached, prefix-consistent) and its plan + figures."""
-    from layerprune.methods.finercut_stage import finercut_order, finercut_plan, removal_count
-    from layerprune.report.sublayers import plot_discrepancy_curve, plot_removed_map
+def _scan(cfg: Config, lm, out_dir: Path):
+    """The cached block scan on the calibration text, and its d(l, n) heatmap."""
+    from layerprune.report.heatmap import plot_heatmap
+    from layerprune.scan.run import calibrated_scan
 
-    pm, c = cfg.pruning_method, cfg.calibration
-    count = removal_count(cfg.fraction, num_blocks, pm.granularity)
-    search = max(count, removal_count(pm.search_fraction, num_blocks, pm.granularity))
-    with _timed(timings, "search"):
-        order, hit = finercut_order(
-            lm,
-            c.source.value,
-            c.split.value,
-            c.num_sequences,
-            c.seq_len,
-            c.batch_size,
-            c.seed,
-            cfg.metric.name,
-            pm.granularity,
-            pm.evaluator,
-            search,
-        )
-    plan = finercut_plan(order, count, cfg.fraction, num_blocks, cfg.metric.name, pm.granularity)
-    if count == 0:
-        plan.note = "n = 0: the unpruned model"
-    plot_removed_map(
-        plan,
-        num_blocks,
-        out_dir / "removed_sublayers.png",
-        f"{cfg.model.name}: FinerCut ({cfg.metric.name}), {count} of {2 * num_blocks}",
+    scan, hit = calibrated_scan(lm, cfg.calibration)
+    cache = "hit" if hit else "miss"
+    log.info("scan cache %s (%d sequences, %d tokens)", cache, scan.num_sequences, scan.num_tokens)
+    metric = cfg.metric
+    shown = metric.name if metric.name != "block_influence" else "angular"
+    reduction = metric.reduction.value
+    plot_heatmap(
+        scan,
+        shown,
+        reduction,
+        out_dir / "distance_heatmap.png",
+        f"{cfg.model.name}: {shown} distance d(l, n), {reduction} token",
     )
-    plot_discrepancy_curve(
-        plan.scores["order"], out_dir / "discrepancy_curve.png", cfg.metric.name, count
-    )
-    return plan, "hit" if hit else "miss"
+    return scan, cache
 
 
 def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_dir: Path):
@@ -224,28 +193,11 @@ def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_di
     from layerprune import paths
     from layerprune.data.packing import pack
     from layerprune.data.text import load_documents
-    from layerprune.heal import HealSettings, heal
+    from layerprune.heal import heal
 
     h = cfg.healing
     docs = load_documents(cfg.calibration.source.value, "healing")  # disjoint from eval text
     data = pack(lm.tokenizer, docs, h.seq_len, cfg.seed)
-    settings = HealSettings(
-        method=h.name,
-        steps=h.steps,
-        batch_size=h.batch_size,
-        grad_accum=h.grad_accum,
-        lr=h.lr,
-        warmup_steps=h.warmup_steps,
-        weight_decay=h.weight_decay,
-        max_grad_norm=h.max_grad_norm,
-        lora_rank=h.lora_rank,
-        lora_alpha=h.lora_alpha,
-        lora_dropout=h.lora_dropout,
-        lora_targets=list(h.lora_targets),
-        partial_blocks=h.partial_blocks,
-        checkpoint_every=h.checkpoint_every,
-        seed=cfg.seed,
-    )
     # the same job config resumes from the same place, whatever its run folder
     from layerprune.store import job_key
 
@@ -254,13 +206,13 @@ def _heal(cfg: Config, resolved: dict, lm, plan: PruningPlan, checkpoint, out_di
         lm.model,
         lm.tokenizer,
         lm.adapter,
-        settings,
+        h,
         data,
         out_dir,
         Path(checkpoint) if checkpoint else None,
         paths.home() / "heal" / key,
-        h.merge,
         lm.dtype,
+        cfg.seed,
     )
     lm.model = model
     log.info(

@@ -7,23 +7,14 @@
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 from layerprune.errors import LayerpruneError
+from layerprune.methods.base import MethodContext, PruningMethod, count_to_remove
 from layerprune.plan import PruningPlan
 from layerprune.scan.residual import Scan
 
-NEEDS_SCAN = {"deeper_layers", "shortgpt"}
-
-
-def count_to_remove(fraction: float, candidates: int) -> int:
-    """round(fraction * candidates), halves rounded up (Python's round() would round 2.5 to 2)."""
-    n = math.floor(fraction * candidates + 0.5)
-    if n >= candidates:
-        raise LayerpruneError(
-            f"fraction={fraction} removes {n} of {candidates}: at least one must remain"
-        )
-    return n
+__all__ = ["DeeperLayers", "LastLayers", "ShortGPT", "count_to_remove"]
 
 
 def deeper_layers(scan: Scan, n: int, metric: str, reduction: str) -> PruningPlan:
@@ -73,25 +64,50 @@ def shortgpt(scan: Scan, n: int) -> PruningPlan:
     )
 
 
-def select_blocks(
-    method: str, fraction: float, num_blocks: int, scan: Scan | None, metric: str, reduction: str
-) -> PruningPlan:
-    """Dispatch on ``method``; n = 0 gives an empty plan that says so."""
-    n = count_to_remove(fraction, num_blocks)
-    if n == 0:
-        plan = PruningPlan(method, None, fraction, num_blocks, note="n = 0: the unpruned model")
-    elif method == "deeper_layers":
-        if metric not in ("angular", "cosine", "l2"):
+@dataclass
+class DeeperLayers(PruningMethod):
+    """Gromov et al.: the n consecutive blocks whose input and output states are closest."""
+
+    name: str = "deeper_layers"
+    needs = "scan"
+    default_metric = ("angular", "last")
+    metrics = ("angular", "cosine", "l2")
+
+    def check_metric(self, metric: str) -> None:
+        if metric == "block_influence":
             raise LayerpruneError(
-                f"deeper_layers compares states with angular, cosine or l2, not '{metric}' "
-                "(block_influence is pruning_method=shortgpt)"
+                "deeper_layers compares block inputs with angular, cosine or l2, not "
+                "block_influence: use pruning_method=shortgpt"
             )
-        plan = deeper_layers(scan, n, metric, reduction)
-    elif method == "last_layers":
-        plan = last_layers(num_blocks, n)
-    elif method == "shortgpt":
-        plan = shortgpt(scan, n)
-    else:
-        raise LayerpruneError(f"unknown block method '{method}'")
-    plan.fraction = fraction
-    return plan
+        super().check_metric(metric)
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        n = self.count(ctx.fraction, ctx.num_blocks)
+        if n == 0:
+            return self.empty_plan(ctx)
+        return deeper_layers(ctx.scan, n, ctx.metric, ctx.reduction)
+
+
+@dataclass
+class LastLayers(PruningMethod):
+    """Gromov et al.'s heuristic: the n deepest blocks but the last. No scan."""
+
+    name: str = "last_layers"
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        n = self.count(ctx.fraction, ctx.num_blocks)
+        return last_layers(ctx.num_blocks, n) if n else self.empty_plan(ctx)
+
+
+@dataclass
+class ShortGPT(PruningMethod):
+    """Men et al.: the n blocks of lowest Block Influence."""
+
+    name: str = "shortgpt"
+    needs = "scan"
+    default_metric = ("block_influence", "mean")
+    metrics = ("block_influence",)
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        n = self.count(ctx.fraction, ctx.num_blocks)
+        return shortgpt(ctx.scan, n) if n else self.empty_plan(ctx)

@@ -64,12 +64,16 @@ class _Base:
         self.model, self.adapter, self.batches, self.metric = model, adapter, batches, metric
         self.num_blocks = len(adapter.blocks(model))
         self.block_forwards = 0.0  # in units of whole blocks (a sublayer counts 1/2)
-        with torch.no_grad():  # the original's outputs, once
-            finals = [self._final_hidden_full(b) for b in batches]
-            self.reference = [
-                f if metric in ON_HIDDEN else torch.log_softmax(self._head(f).float(), -1)
-                for f in finals
-            ]
+        self.reference = self._references()
+
+    @torch.no_grad()
+    def _references(self) -> list[torch.Tensor]:
+        """The original's outputs (final hidden states or log-probabilities), once."""
+        finals = [self._final_hidden_full(b) for b in self.batches]
+        return [
+            f if self.metric in ON_HIDDEN else torch.log_softmax(self._head(f).float(), -1)
+            for f in finals
+        ]
 
     @torch.no_grad()
     def _final_hidden_full(self, ids: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ a longer cached order serves any shorter request (the order is prefix-consistent
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
@@ -16,7 +18,7 @@ from layerprune import atomic, paths
 from layerprune.data.packing import pack
 from layerprune.data.text import load_documents
 from layerprune.errors import LayerpruneError
-from layerprune.methods.blocks import count_to_remove
+from layerprune.methods.base import MethodContext, PruningMethod, count_to_remove
 from layerprune.methods.finercut import (
     Candidate,
     FastEvaluator,
@@ -28,9 +30,21 @@ from layerprune.models.load import LoadedModel
 from layerprune.plan import PruningPlan
 from layerprune.scan.cache import scan_key
 
+if TYPE_CHECKING:
+    from layerprune.config import CalibrationConfig
+
 # bump when the search's arithmetic changes (2: float32 chunked divergences): old orders stop
 # matching. Separate from SCAN_VERSION so a FinerCut change leaves block scans cached.
 ORDER_VERSION = 2
+
+
+def calibration_tokens(lm: LoadedModel, c: CalibrationConfig):
+    """``[num_sequences, seq_len]`` packed calibration tokens (documents joined with EOS)."""
+    source, split = c.source.value, c.split.value
+    seqs = pack(lm.tokenizer, load_documents(source, split), c.seq_len, c.seed)[: c.num_sequences]
+    if len(seqs) < c.num_sequences:
+        raise LayerpruneError(f"{source}/{split} holds only {len(seqs)} sequences of {c.seq_len}")
+    return seqs
 
 
 def removal_count(fraction: float, num_blocks: int, granularity: str) -> int:
@@ -48,22 +62,15 @@ def removal_count(fraction: float, num_blocks: int, granularity: str) -> int:
 
 def finercut_order(
     lm: LoadedModel,
-    source: str,
-    split: str,
-    num_sequences: int,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
+    calibration: CalibrationConfig,
     metric: str,
     granularity: str,
     evaluator: str,
     count: int,
 ) -> tuple[list[tuple[Candidate, float]], bool]:
     """The first ``count`` (or more) greedy removals; ``(order, cache_hit)``."""
-    docs = load_documents(source, split)
-    seqs = pack(lm.tokenizer, docs, seq_len, seed)[:num_sequences]
-    if len(seqs) < num_sequences:
-        raise LayerpruneError(f"{source}/{split} holds only {len(seqs)} sequences of {seq_len}")
+    seqs = calibration_tokens(lm, calibration)
+    batch_size = calibration.batch_size
     key = scan_key(
         lm.identity,
         str(lm.dtype),
@@ -121,3 +128,50 @@ def finercut_plan(
             "count": count,
         },
     )
+
+
+@dataclass
+class FinerCut(PruningMethod):
+    """FinerCut (Zhang et al. 2024): greedy removal of attention / MLP sublayers."""
+
+    name: str = "finercut"
+    granularity: str = "sublayer"  # sublayer | attention | mlp | block (the candidate set)
+    evaluator: str = "fast"  # fast (cached residuals, skipped sublayers) | naive (reference)
+    needs = "search"
+    default_metric = ("js", "mean")
+    metrics = ("js", "js_code", "kl", "angular", "l2")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from layerprune.methods.finercut import GRANULARITIES
+
+        if self.granularity not in GRANULARITIES:
+            raise LayerpruneError(f"pruning_method.granularity: one of {GRANULARITIES}")
+        if self.evaluator not in ("fast", "naive"):
+            raise LayerpruneError("pruning_method.evaluator: fast or naive")
+
+    def count(self, fraction: float, num_blocks: int) -> int:
+        return removal_count(fraction, num_blocks, self.granularity)
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        """The search (cached, prefix-consistent), the plan and its two figures."""
+        from layerprune.report.sublayers import plot_discrepancy_curve, plot_removed_map
+
+        count = self.count(ctx.fraction, ctx.num_blocks)
+        search = max(count, self.count(self.search_fraction, ctx.num_blocks))
+        with ctx.timed("search"):
+            order, hit = finercut_order(
+                ctx.lm, ctx.calibration, ctx.metric, self.granularity, self.evaluator, search
+            )
+        ctx.cache = "hit" if hit else "miss"
+        plan = finercut_plan(
+            order, count, ctx.fraction, ctx.num_blocks, ctx.metric, self.granularity
+        )
+        if count == 0:
+            plan.note = "n = 0: the unpruned model"
+        title = f"{ctx.model_name}: FinerCut ({ctx.metric}), {count} of {2 * ctx.num_blocks}"
+        plot_removed_map(plan, ctx.num_blocks, ctx.out_dir / "removed_sublayers.png", title)
+        plot_discrepancy_curve(
+            plan.scores["order"], ctx.out_dir / "discrepancy_curve.png", ctx.metric, count
+        )
+        return plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from layerprune.config import CalibrationConfig
 from layerprune.data.calibration import batches, calibration_sequences
 from layerprune.data.text import load_documents
 from layerprune.models.load import LoadedModel
@@ -9,16 +10,11 @@ from layerprune.scan.cache import cached_scan, scan_key
 from layerprune.scan.residual import Scan, scan_model
 
 
-def calibrated_scan(
-    lm: LoadedModel,
-    source: str,
-    split: str,
-    num_sequences: int,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
-) -> tuple[Scan, bool]:
+def calibrated_scan(lm: LoadedModel, calibration: CalibrationConfig) -> tuple[Scan, bool]:
     """The scan of ``lm`` on its calibration sequences; ``(scan, cache_hit)``."""
+    c = calibration
+    source, split, seq_len, batch_size = c.source.value, c.split.value, c.seq_len, c.batch_size
+    num_sequences, seed = c.num_sequences, c.seed
     docs = load_documents(source, split)
     seqs = calibration_sequences(lm.tokenizer, docs, num_sequences, seq_len, seed)
     key = scan_key(

@@ -1,0 +1,128 @@
+"""The perplexity block criterion: remove the blocks whose removal raises calibration
+perplexity least.
+
+- ``mode=one_shot`` (Kim et al. 2024, *Shortened LLaMA*): every block is scored once, by the
+  calibration loss of the model without it; the n lowest go.
+- ``mode=iterative`` (Song et al. 2024, *SLEB*): remove the best block, re-score the rest
+  without it, repeat. The order is prefix-consistent (its first n entries are the plan for
+  n), so it is searched once to ``search_fraction`` and cached, as FinerCut's.
+
+Both score with FinerCut's fast evaluator at block granularity (a candidate at block i runs
+only blocks i.. from the cached residual stream entering block i); the score is the mean
+next-token loss on the calibration tokens, ln(perplexity). Cost is counted in block forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+
+from layerprune import atomic, paths
+from layerprune.errors import LayerpruneError
+from layerprune.methods.base import MethodContext, PruningMethod
+from layerprune.methods.finercut import FastEvaluator, candidates, greedy_order
+from layerprune.methods.finercut_stage import calibration_tokens
+from layerprune.plan import PruningPlan
+from layerprune.scan.cache import scan_key
+
+ORDER_VERSION = 1  # bump when the scoring arithmetic changes
+_HEAD_ROWS = 128  # positions per LM-head chunk
+
+
+class PerplexityEvaluator(FastEvaluator):
+    """FastEvaluator whose score is the calibration loss itself (no reference outputs)."""
+
+    def __init__(self, model, adapter, batches):
+        super().__init__(model, adapter, batches, "perplexity")
+
+    def _references(self) -> list[torch.Tensor]:
+        return []  # the targets are the next tokens
+
+    @torch.no_grad()
+    def _score(self, finals: list[torch.Tensor]) -> float:
+        """Mean next-token negative log-likelihood over every calibration position."""
+        total, count = 0.0, 0
+        for ids, final in zip(self.batches, finals, strict=True):
+            hidden = final[:, :-1].reshape(-1, final.shape[-1])
+            targets = ids[:, 1:].reshape(-1)
+            for s in range(0, targets.numel(), _HEAD_ROWS):
+                logits = self._head(hidden[s : s + _HEAD_ROWS]).float()
+                total += F.cross_entropy(logits, targets[s : s + _HEAD_ROWS], reduction="sum")
+            count += targets.numel()
+        return float(total) / count
+
+
+def perplexity_order(lm, calibration, mode: str, count: int) -> tuple[list, float, bool]:
+    """``([(block, loss), ...], block_forwards, cache_hit)``: one_shot ranks every block;
+    iterative holds at least ``count`` greedy removals."""
+    seqs = calibration_tokens(lm, calibration)
+    key = scan_key(
+        lm.identity, str(lm.dtype), seqs.tolist(), {"ppl": mode, "order_version": ORDER_VERSION}
+    )
+    path = paths.scan_cache_dir() / f"ppl-{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if mode == "one_shot" or len(stored["order"]) >= count:
+                return [tuple(x) for x in stored["order"]], stored["block_forwards"], True
+        num_blocks = len(lm.adapter.blocks(lm.model))
+        b = calibration.batch_size
+        batches = [seqs[i : i + b].to(lm.device) for i in range(0, len(seqs), b)]
+        ev = PerplexityEvaluator(lm.model, lm.adapter, batches)
+        cands = candidates(num_blocks, "block")
+        if mode == "one_shot":
+            scores = ev.scores(cands)
+            ranked = sorted(range(len(cands)), key=lambda k: (scores[k], k))
+            order = [(cands[k].block, scores[k]) for k in ranked]
+        else:
+            order = [(c.block, d) for c, d in greedy_order(ev, cands, count)]
+        atomic.write_json(path, {"order": order, "block_forwards": ev.block_forwards})
+        return order, ev.block_forwards, False
+
+
+@dataclass
+class Perplexity(PruningMethod):
+    """Blocks ranked by calibration perplexity without them (module doc)."""
+
+    name: str = "ppl"
+    mode: str = "one_shot"  # one_shot (Shortened LLaMA) | iterative (SLEB)
+    needs = "search"
+    default_metric = ("perplexity", "mean")
+    metrics = ("perplexity",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("one_shot", "iterative"):
+            raise LayerpruneError(f"pruning_method.mode={self.mode!r}: one_shot or iterative")
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        n = self.count(ctx.fraction, ctx.num_blocks)
+        search = max(n, self.count(self.search_fraction, ctx.num_blocks))
+        with ctx.timed("search"):
+            order, forwards, hit = perplexity_order(ctx.lm, ctx.calibration, self.mode, search)
+        ctx.cache = "hit" if hit else "miss"
+        plan = PruningPlan(
+            method="ppl",
+            metric=f"perplexity/{self.mode}",
+            fraction=ctx.fraction,
+            num_candidates=ctx.num_blocks,
+            removed_blocks=sorted(block for block, _ in order[:n]),
+            scores={
+                "mode": self.mode,
+                # one_shot: each block's loss alone; iterative: the loss after each removal
+                "order": [
+                    [block, round(loss, 6), round(math.exp(loss), 4)] for block, loss in order
+                ],
+                "block_forwards": forwards,
+                "n": n,
+            },
+        )
+        if n == 0:
+            plan.note = "n = 0: the unpruned model"
+        return plan
