@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from layerprune.cli import precheck
 from layerprune.config import Config, validate
 from layerprune.errors import LayerpruneError
-from tests.conftest import CONF_DIR, compose
+from tests.conftest import CONF_DIR, compose, have_asset
 
 GROUPS = ["model", "calibration", "pruning_method", "metric", "healing", "benchmark", "tracking"]
 OPTIONS = [
@@ -107,3 +107,29 @@ def test_validate_raises_layerprune_error():
     cfg.fraction = 1.0
     with pytest.raises(LayerpruneError, match="out of range"):
         validate(cfg)
+
+
+def test_task_and_fraction_errors_come_before_any_model_loads(monkeypatch):
+    """Unknown lm-eval task, a task without offline data, a fraction removing every block:
+    one line from the up-front check, and no model is loaded."""
+    import layerprune.models.load as load
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(load, "load_model", no_load)
+    misspelt = ["benchmark=arc_easy", "benchmark.data=hub", "benchmark.tasks.0.name=arc_eazy"]
+    assert precheck(misspelt) == "unknown lm-eval task(s): arc_eazy (did you mean arc_easy?)"
+    not_offline = precheck(["benchmark=arc_easy", "benchmark.tasks.0.name=nq_open"])
+    assert not_offline.startswith("no offline data for task(s) ['nq_open']")
+    everything = precheck(["model=tiny-llama", "pruning_method=last_layers", "fraction=0.95"])
+    assert everything == "fraction=0.95 removes 8 of 8: at least one must remain"
+    # FinerCut counts sublayers: 0.95 of 16 -> 15 is allowed, 0.99 -> 16 is not
+    finercut = ["model=tiny-llama", "pruning_method=finercut", "metric=js"]
+    assert precheck([*finercut, "fraction=0.95"]) is None
+    assert "removes 16 of 16" in precheck([*finercut, "fraction=0.99"])
+    if have_asset("smollm2-135m"):  # an asset's 30 blocks: from its config.json, no weights
+        assert (
+            precheck(["fraction=0.99"])
+            == "fraction=0.99 removes 30 of 30: at least one must remain"
+        )

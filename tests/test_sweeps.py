@@ -15,7 +15,7 @@ import pytest
 
 from layerprune.config import validate
 from layerprune.report.table import load_results
-from tests.conftest import CONF_DIR, compose
+from tests.conftest import CONF_DIR, compose, have_asset
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 LAYERPRUNE = str(Path(sys.executable).parent / "layerprune")
@@ -119,3 +119,59 @@ def test_wandb_offline_run_per_job(tmp_path):
     (run,) = (tmp_path / "outputs" / "wandb").rglob("offline-run-*/run-*.wandb")
     data = run.read_bytes()  # the offline log (protobuf records): to be `wandb sync`-ed later
     assert b"params/after" in data and b"removed_blocks" in data and b"tiny_smoke" in data
+
+
+def test_submitit_local_sweep_fills_the_store(tmp_path):
+    """The cluster path: the submitit launcher (as hydra/launcher=slurm) with its local
+    executor runs each job in its own process; the run store holds both results."""
+    proc = subprocess.run(
+        [
+            LAYERPRUNE,
+            "-m",
+            "model=tiny-llama",
+            "pruning_method=last_layers",
+            "fraction=0.25,0.5",
+            "benchmark=none",
+            "hydra/launcher=submitit_local",
+            "hydra.sweep.dir=sub",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "outputs" / "runs").glob("*/results.json"))) == 2
+    assert sorted(load_results(tmp_path / "sub")["fraction"]) == [0.25, 0.5]
+    assert (
+        len(list((tmp_path / "sub" / ".submitit").rglob("*_result.pkl"))) == 2
+    )  # submitit ran them
+
+
+@pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
+def test_stored_job_gets_its_figures_and_a_single_run_shows_the_unpruned_model(tmp_path):
+    job = [
+        LAYERPRUNE,
+        "model=tiny-llama",
+        "pruning_method=deeper_layers",
+        "fraction=0.25",
+        "calibration.num_sequences=4",
+        "calibration.seq_len=32",
+        "benchmark=arc_easy",
+        "benchmark.tasks.0.limit=4",
+    ]
+    run = lambda folder: subprocess.run(  # noqa: E731
+        [*job, f"hydra.run.dir={folder}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    first = run("a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    heatmap = (tmp_path / "a" / "distance_heatmap.png").read_bytes()
+    # each metric beside the unpruned model's on the same items (run once, then stored)
+    assert "arc_easy/acc = " in first.stdout and "   unpruned " in first.stdout
+    assert (tmp_path / "a" / "unpruned" / "results.json").exists()
+    second = run("b")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (second.stdout + second.stderr).count("skipped: already stored") == 1
+    assert "   unpruned " in second.stdout  # from the store: no third job
+    assert (tmp_path / "b" / "distance_heatmap.png").read_bytes() == heatmap
+    assert len(list((tmp_path / "outputs" / "runs").glob("*/results.json"))) == 2

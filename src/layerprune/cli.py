@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from layerprune import atomic
 from layerprune.config import register, validate
 from layerprune.errors import LayerpruneError
+from layerprune.preflight import preflight
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("layerprune")
@@ -32,7 +33,9 @@ def _main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         checked = validate(cfg)
-        run_job(checked, OmegaConf.to_container(cfg, resolve=True), out_dir, multirun)
+        preflight(checked)  # unknown tasks, a fraction that removes every block: no load yet
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        run_job(checked, resolved, out_dir, multirun, list(hydra_cfg.overrides.task))
     except LayerpruneError as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)
@@ -42,29 +45,88 @@ def _main(cfg: DictConfig) -> None:
         atomic.write_text(out_dir / "error.txt", f"{e}\n")
 
 
-def run_job(cfg, resolved: dict, out_dir: Path, multirun: bool) -> dict:
-    """Skip a stored job (its stored results are copied here), else run, store and track it."""
-    from layerprune import pipeline
+def run_job(
+    cfg, resolved: dict, out_dir: Path, multirun: bool, overrides: list[str] | None = None
+) -> dict:
+    """Skip a stored job (its stored results and figures are copied here), else run, store and
+    track it. A single run given its ``overrides`` also prints each metric beside the unpruned
+    model's on the same items (that job is run once, then read from the store)."""
     from layerprune.store import RunStore, job_key
-    from layerprune.tracking import tracker
 
     store = RunStore(Path(cfg.store_dir))
     key = job_key(resolved)
-    results = store.get(key)
-    if results is not None and not cfg.force:
+    results = None if cfg.force else store.restore(key, out_dir)
+    if results is not None:
         log.info("skipped: already stored at %s (force=true reruns it)", store.path(key))
-        atomic.write_json(out_dir / "results.json", results)
     else:
-        t = cfg.tracking
-        group = t.group or (out_dir.parent.name if multirun else None)
-        with tracker(t.name, t.project, t.mode, group, out_dir.name, resolved, Path(t.dir)) as tr:
-            results = pipeline.run(cfg, resolved, out_dir)
-            tr.log_results(results, out_dir)
-        store.put(key, results)
-        log.info("results: %s (stored as %s)", out_dir / "results.json", key)
-    for name, value in results["metrics"].items():
-        print(f"{name} = {value:.4f}" if isinstance(value, float) else f"{name} = {value}")
+        results = _run_and_store(cfg, resolved, out_dir, multirun, store, key)
+    unpruned = None
+    if overrides is not None and not multirun and not _is_unpruned(results):
+        unpruned = _unpruned_results(overrides, store, out_dir / "unpruned")
+    print_metrics(results["metrics"], unpruned["metrics"] if unpruned else None)
     return results
+
+
+def _run_and_store(cfg, resolved: dict, out_dir: Path, multirun: bool, store, key: str) -> dict:
+    from layerprune import pipeline
+    from layerprune.tracking import tracker
+
+    t = cfg.tracking
+    group = t.group or (out_dir.parent.name if multirun else None)
+    with tracker(t.name, t.project, t.mode, group, out_dir.name, resolved, Path(t.dir)) as tr:
+        results = pipeline.run(cfg, resolved, out_dir)
+        tr.log_results(results, out_dir)
+    store.put(key, results, out_dir)
+    log.info("results: %s (stored as %s)", out_dir / "results.json", key)
+    return results
+
+
+def _is_unpruned(results: dict) -> bool:
+    plan = results["plan"]
+    removed = plan["removed_blocks"] or plan["removed_attention"] or plan["removed_mlp"]
+    return not removed and not results.get("healing")
+
+
+# overrides that say what is pruned or healed: the unpruned comparison drops them
+_PRUNING_KEYS = ("pruning_method", "fraction", "healing", "metric", "combo", "force")
+
+
+def _unpruned_results(overrides: list[str], store, out_dir: Path) -> dict:
+    """The unpruned, unhealed model on the same benchmark items: from the store, or run once."""
+    from hydra import compose
+
+    from layerprune.store import job_key
+
+    keep = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in _PRUNING_KEYS]
+    cfg = compose("config", overrides=[*keep, "pruning_method=none", "fraction=0", "healing=none"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    key = job_key(resolved)
+    results = store.restore(key, out_dir)
+    if results is None:
+        log.info("the unpruned model on the same items (once; then from the store)")
+        checked = validate(cfg)
+        results = _run_and_store(checked, resolved, out_dir, False, store, key)
+    return results
+
+
+def print_metrics(metrics: dict, unpruned: dict | None = None) -> None:
+    """Each metric; with ``unpruned``, beside the unpruned model's value and the retention
+    (value / unpruned: the share of the unpruned accuracy kept; for losses, the factor)."""
+    for name, value in metrics.items():
+        if not isinstance(value, float):
+            print(f"{name} = {value}")
+            continue
+        base = unpruned.get(name) if unpruned else None
+        main = not name.endswith(("_stderr", "/n", "/chance"))
+        if base is None or not main:
+            print(f"{name} = {value:.4f}")
+        elif not base:
+            print(f"{name} = {value:.4f}   unpruned {base:.4f}   retention -")
+        elif name.endswith(("/loss", "/ppl", "/word_ppl")):
+            print(f"{name} = {value:.4f}   unpruned {base:.4f}   x{value / base:.3f}")
+        else:
+            print(f"{name} = {value:.4f}   unpruned {base:.4f}   retention {value / base:.1%}")
 
 
 def one_line(error: Exception) -> str:
@@ -99,7 +161,7 @@ def precheck(argv: list[str]) -> str | None:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("config", overrides=argv)
-        validate(cfg)
+        preflight(validate(cfg))
     except LayerpruneError as e:
         return str(e)
     except Exception as e:  # Hydra's composition errors: unknown option, bad type, typo

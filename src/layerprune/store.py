@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from layerprune import atomic
 
 # keys that change where or how a job is reported, not what it computes
 NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking")
+FIGURES = ("*.png", "*.pdf")  # a job folder's figures, kept beside its results
 
 
 def job_key(resolved: dict[str, Any]) -> str:
@@ -39,10 +41,26 @@ class RunStore:
         path = self.path(key)
         return json.loads(path.read_text()) if path.exists() else None
 
-    def put(self, key: str, results: dict[str, Any]) -> Path:
-        """Store atomically; returns the path."""
+    def put(self, key: str, results: dict[str, Any], job_dir: Path | None = None) -> Path:
+        """Store atomically, with the figures of ``job_dir``; returns the path."""
+        if job_dir is not None:
+            for figure in sorted(f for g in FIGURES for f in Path(job_dir).glob(g)):
+                tmp = self.root / key / f".{figure.name}.tmp"
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(figure, tmp)
+                tmp.replace(self.root / key / figure.name)
         atomic.write_json(self.path(key), results)
         return self.path(key)
+
+    def restore(self, key: str, job_dir: Path) -> dict[str, Any] | None:
+        """A stored job's results and figures copied into ``job_dir``; None if not stored."""
+        results = self.get(key)
+        if results is not None:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            for figure in sorted(f for g in FIGURES for f in (self.root / key).glob(g)):
+                shutil.copyfile(figure, job_dir / figure.name)
+            atomic.write_json(job_dir / "results.json", results)
+        return results
 
     def all(self) -> list[Path]:
         """Every stored results.json."""
