@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from layerprune.report.cli import build_report
 
 
@@ -71,3 +73,70 @@ def test_figures_are_copied_with_safe_names(tmp_path):
     build_report([tmp_path / "runs"], tmp_path / "out", ["arc_easy/acc"])
     copies = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
     assert len(copies) == 2 and all("/" not in c for c in copies)
+
+
+def test_an_earlier_reports_rows_extend_with_new_jobs(tmp_path):
+    """``all.parquet`` of a committed report is a root: new jobs join its rows, none rerun."""
+    fake_result(tmp_path / "old" / "0", "none", 0.0, 0.6)
+    fake_result(tmp_path / "old" / "1", "last_layers", 0.2, 0.5)
+    build_report([tmp_path / "old"], tmp_path / "first", ["arc_easy/acc"])
+    fake_result(tmp_path / "new" / "0", "shortgpt", 0.2, 0.4)
+    table = build_report(
+        [tmp_path / "first" / "all.parquet", tmp_path / "new"], tmp_path / "out", ["arc_easy/acc"]
+    )
+    got = {m: a for m, a in zip(table["method"], table["arc_easy/acc"], strict=True)}
+    assert got == {"none": 0.6, "last_layers": 0.5, "shortgpt": 0.4}
+
+
+def test_retention_is_metric_over_the_same_models_unpruned_value():
+    import pandas as pd
+
+    from layerprune.report.cli import add_retention
+
+    df = pd.DataFrame(
+        {
+            "model": ["a", "a", "b", "b"],
+            "healing": ["none"] * 4,
+            "removed_blocks": [0, 3, 0, 3],
+            "removed_attention": [0] * 4,
+            "removed_mlp": [0] * 4,
+            "arc_easy/acc": [0.8, 0.6, 0.5, 0.25],
+            "piqa/acc": [0.7, 0.35, 0.6, 0.6],
+            "c4/loss": [3.0, 6.0, 4.0, 5.0],
+        }
+    )
+    out = add_retention(df, ["arc_easy/acc", "piqa/acc", "c4/loss"])
+    assert list(out["arc_easy/acc/retention"]) == pytest.approx([1.0, 0.75, 1.0, 0.5])
+    assert list(out["c4/loss/retention"]) == pytest.approx([1.0, 2.0, 1.0, 1.25])
+    assert list(out["mean_retention"]) == pytest.approx([1.0, (0.75 + 0.5) / 2, 1.0, 0.75])
+
+
+def test_curves_and_bars_draw_lm_eval_stderr(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import numpy as np
+
+    bands, bars = [], []
+    fill, bar = matplotlib.axes.Axes.fill_between, matplotlib.axes.Axes.bar
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "fill_between",
+        lambda ax, x, lo, hi, **k: bands.append((list(lo), list(hi))) or fill(ax, x, lo, hi, **k),
+    )
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "bar",
+        lambda ax, x, h, **k: bars.append(list(k.get("yerr"))) or bar(ax, x, h, **k),
+    )
+    for i, (fraction, acc) in enumerate([(0.0, 0.6), (0.2, 0.5), (0.4, 0.3)]):
+        fake_result(tmp_path / "runs" / str(i), "none" if i == 0 else "last_layers", fraction, acc)
+    for path in (tmp_path / "runs").rglob("results.json"):  # lm-eval's stderr beside each acc
+        r = json.loads(path.read_text())
+        r["metrics"]["arc_easy/acc_stderr"] = 0.05
+        path.write_text(json.dumps(r))
+    build_report([tmp_path / "runs"], tmp_path / "out", ["arc_easy/acc"])
+    assert bands and np.allclose(bands[0], [[0.55, 0.45, 0.25], [0.65, 0.55, 0.35]])  # acc -+ se
+    assert (tmp_path / "out" / "retention.png").exists()
+    build_report(
+        [tmp_path / "runs" / "0", tmp_path / "runs" / "1"], tmp_path / "bars", ["arc_easy/acc"]
+    )
+    assert bars == [[0.05]]

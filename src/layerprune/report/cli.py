@@ -1,9 +1,11 @@
 """``layerprune-report ROOT... --out DIR``: results.json files -> tables and paper figures.
 
-Writes ``table.csv`` / ``table.md`` (the main columns), ``all.parquet`` (every column),
-``curves[_<model>].png/.pdf`` (metric vs fraction per variant, chance line, the unpruned model
-at fraction 0), ``ablation.png/.pdf`` when the variants share one fraction, and copies of the
-jobs' distance heatmaps and removed-sublayer maps into ``figures/``. A variant is what differs
+Writes ``table.csv`` / ``table.md`` (the main columns and ``mean_retention``), ``all.parquet``
+(every column, with ``<metric>/retention``), ``curves[_<model>].png/.pdf`` (metric vs
+fraction per variant, lm-eval's stderr as bands, chance line, the unpruned model at fraction
+0), ``retention[_<model>].png/.pdf`` (mean retention vs parameters removed),
+``ablation.png/.pdf`` (with stderr bars) when the variants share one fraction, and copies of
+the jobs' distance heatmaps and removed-sublayer maps into ``figures/``. A variant is what differs
 between jobs among method, metric, granularity and healing (``deeper_layers + lora``).
 """
 
@@ -48,6 +50,27 @@ def label_variants(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(variant=df.apply(name, axis=1))
 
 
+LOWER_IS_BETTER = ("/loss", "/ppl", "/word_ppl")
+
+
+def add_retention(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``<metric>/retention`` = metric / the same model's unpruned, unhealed value (its
+    fraction-0 row), and ``mean_retention`` over the accuracy metrics (FinerCut's "keeps 90%
+    of average performance"); losses keep their own factor but stay out of the mean."""
+    df = df.copy()
+    removed = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"]
+    healed = df["healing"].fillna("none") != "none" if "healing" in df else False
+    base = df[(removed == 0) & ~healed].groupby("model")[metrics].mean()
+    accuracies = []
+    for m in metrics:
+        col = f"{m}/retention"
+        df[col] = df[m] / df["model"].map(base[m]) if m in base else float("nan")
+        if not m.endswith(LOWER_IS_BETTER):
+            accuracies.append(col)
+    df["mean_retention"] = df[accuracies].mean(axis=1) if accuracies else float("nan")
+    return df
+
+
 def build_report(
     roots: list[Path],
     out: Path,
@@ -68,6 +91,7 @@ def build_report(
     same = [c for c in df.columns if c != "path" and not c.startswith("time/")]
     df = label_variants(df.drop_duplicates(subset=same))  # one job reached through two roots
     metrics = [m for m in metrics if m in df]
+    df = add_retention(df, metrics)
     out.mkdir(parents=True, exist_ok=True)
 
     cols = [
@@ -83,6 +107,7 @@ def build_report(
         "removed_mlp",
         "params_ratio",
         *metrics,
+        "mean_retention",
     ]
     table = df[[c for c in cols if c in df]].sort_values(["model", "variant", "fraction"])
     table.to_csv(out / "table.csv", index=False)
@@ -103,6 +128,15 @@ def build_report(
             plot_curves(
                 curves, metrics, out / f"curves{suffix}.png", by="variant", title=heading, x=x
             )
+            if curves["mean_retention"].notna().any():  # the share of accuracy kept
+                plot_curves(
+                    curves,
+                    ["mean_retention"],
+                    out / f"retention{suffix}.png",
+                    by="variant",
+                    title=heading,
+                    x="params_removed",
+                )
         else:
             plot_bars(pruned, base, metrics, out / f"ablation{suffix}.png", title=heading)
     for png in ("distance_heatmap.png", "removed_sublayers.png", "discrepancy_curve.png"):

@@ -19,7 +19,8 @@ def plot_curves(
     title: str = "",
     x: str = "fraction",
 ) -> Path:
-    """One panel per metric, one line per ``by`` value; a dashed line at the chance level.
+    """One panel per metric, one line per ``by`` value, with lm-eval's stderr as a band
+    where the metric has one; a dashed line at the chance level.
 
     ``x="params_removed"`` plots against the fraction of parameters removed instead, which
     compares block and sublayer methods at equal size.
@@ -28,7 +29,12 @@ def plot_curves(
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for name, group in df.sort_values(x).groupby(by):
-            ax.plot(group[x], group[metric], marker="o", label=str(name))
+            (line,) = ax.plot(group[x], group[metric], marker="o", label=str(name))
+            stderr = f"{metric}_stderr"
+            if stderr in group and group[stderr].notna().any():  # lm-eval's stderr: +-1 band
+                se = group[stderr].fillna(0)
+                low, high = group[metric] - se, group[metric] + se
+                ax.fill_between(group[x], low, high, color=line.get_color(), alpha=0.15, lw=0)
         chance = metric.rsplit("/", 1)[0] + "/chance"
         if chance in df and df[chance].notna().any():
             ax.axhline(df[chance].mean(), color="gray", ls="--", lw=1, label="chance")
@@ -64,7 +70,9 @@ def plot_bars(
             f"{v} (-{1 - r:.0%})" for v, r in zip(labels, pruned["params_ratio"], strict=True)
         ]
     for ax, metric in zip(axes[0], metrics, strict=True):
-        ax.bar(range(len(labels)), pruned[metric], color="tab:blue")
+        stderr = f"{metric}_stderr"
+        yerr = pruned[stderr].fillna(0) if stderr in pruned else None  # lm-eval's stderr
+        ax.bar(range(len(labels)), pruned[metric], color="tab:blue", yerr=yerr, capsize=2)
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         if not base.empty and metric in base:
             ax.axhline(base[metric].mean(), color="black", ls="--", lw=1, label="unpruned")

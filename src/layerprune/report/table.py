@@ -10,7 +10,11 @@ import pandas as pd
 
 def load_results(root: Path) -> pd.DataFrame:
     """Rows of every ``results.json`` under ``root``: model, method, metric, fraction, counts,
-    parameters, metrics (one column per ``<task>/<metric>``) and timings."""
+    parameters, metrics (one column per ``<task>/<metric>``) and timings. ``root`` may also be
+    an earlier report's ``all.parquet``: its rows, so a committed figure can be extended with
+    new jobs without rerunning the old ones."""
+    if Path(root).suffix == ".parquet":
+        return pd.read_parquet(root).assign(path=str(Path(root).parent))
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         r = json.loads(path.read_text())
