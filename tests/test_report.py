@@ -140,3 +140,21 @@ def test_curves_and_bars_draw_lm_eval_stderr(tmp_path, monkeypatch):
         [tmp_path / "runs" / "0", tmp_path / "runs" / "1"], tmp_path / "bars", ["arc_easy/acc"]
     )
     assert bars == [[0.05]]
+
+
+@pytest.mark.skipif(not __import__("tests.conftest").conftest.have_asset("text"), reason="text")
+def test_calibration_size_study_runs_on_a_tiny_model(tmp_path, monkeypatch):
+    from layerprune import paths
+    from layerprune.models.load import load_model
+    from layerprune.report.calibration_size import CRITERIA, calibration_study, plot_agreement
+    from tests.conftest import tiny_config
+
+    monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans")
+    lm = load_model(tiny_config("llama", layers=6))
+    df = calibration_study(lm, sizes=(2, 8), seeds=(0, 1), seq_len=16)
+    assert set(df["criterion"]) == set(CRITERIA)
+    assert len(df) == 3 * (1 + 2 * 2)  # all documents, then 2 sizes x 2 seeds
+    full = df[df["documents"] == df["all_documents"]]
+    assert (full["agreement"] == 1.0).all() and df["agreement"].between(0, 1).all()
+    plot_agreement(df, tmp_path / "agreement.png")
+    assert (tmp_path / "agreement.png").stat().st_size > 1000
