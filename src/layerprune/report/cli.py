@@ -141,6 +141,8 @@ def build_report(
             plot_bars(pruned, base, metrics, out / f"ablation{suffix}.png", title=heading)
     for png in ("distance_heatmap.png", "removed_sublayers.png", "discrepancy_curve.png"):
         for path in df["path"]:
+            if not path:  # a row from an earlier report's parquet
+                continue
             src = Path(path) / png
             if src.exists():
                 row = df[df["path"] == path].iloc[0]

@@ -14,7 +14,7 @@ def load_results(root: Path) -> pd.DataFrame:
     an earlier report's ``all.parquet``: its rows, so a committed figure can be extended with
     new jobs without rerunning the old ones."""
     if Path(root).suffix == ".parquet":
-        return pd.read_parquet(root).assign(path=str(Path(root).parent))
+        return pd.read_parquet(root).assign(path="")  # no job folder: its figures stay put
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
         r = json.loads(path.read_text())
