@@ -16,3 +16,11 @@ for name in granularity metric; do
   .venv/bin/layerprune-report $OUT/offline_ablation_$name $OUT/offline_finercut/unpruned \
     --out experiments/ablations/$name --title "SmolLM2-135M, fraction 0.2: $name ablation"
 done
+
+# Issue #15: ppl one_shot / iterative added to the metric ablation (same calibration), joined
+# to the committed rows without rerunning them.
+.venv/bin/layerprune -m experiment=offline_ablation_metric combo=ppl_one_shot,ppl_iterative \
+  hydra.sweep.dir=$OUT/offline_ablation_metric_ppl
+.venv/bin/layerprune-report experiments/ablations/metric/all.parquet \
+  $OUT/offline_ablation_metric_ppl --out experiments/ablations/metric \
+  --title "SmolLM2-135M, fraction 0.2: metric ablation"

@@ -12,3 +12,10 @@ OUT=outputs/offline_gromov
   --title "SmolLM2-135M, block pruning without healing"
 cp "$(grep -l '"method": "deeper_layers"' $OUT/sweep/*/results.json | head -1 | xargs dirname)/distance_heatmap.png" \
   experiments/block_pruning/
+
+# Issue #15: the perplexity criterion (ppl one_shot = Shortened LLaMA, iterative = SLEB) at the
+# same fractions, added to the committed table (its unpruned row included) without rerunning
+# the jobs above.
+.venv/bin/layerprune -m experiment=offline_ppl hydra.sweep.dir=outputs/offline_ppl/sweep
+.venv/bin/layerprune-report experiments/block_pruning/all.parquet outputs/offline_ppl \
+  --out experiments/block_pruning --title "SmolLM2-135M, block pruning without healing"

@@ -19,3 +19,10 @@ for p in pathlib.Path('$OUT/sweep').glob('*/results.json'):
     if d['config']['pruning_method']['name'] == 'finercut' and d['fraction'] == 0.375:
         print(p.parent)")"
 cp "$JOB/removed_sublayers.png" "$JOB/discrepancy_curve.png" experiments/finercut/
+
+# Issue #15: ppl one_shot / iterative in the FinerCut comparison (same calibration: 4 x 128
+# Wikipedia tokens; one search to 0.375 per mode), joined to the committed rows.
+.venv/bin/layerprune -m experiment=offline_finercut pruning_method=ppl \
+  pruning_method.mode=one_shot,iterative hydra.sweep.dir=$OUT/ppl
+.venv/bin/layerprune-report experiments/finercut/all.parquet $OUT/ppl --out experiments/finercut \
+  --x params_removed --title "SmolLM2-135M: FinerCut vs block pruning (no healing)"

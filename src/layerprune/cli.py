@@ -106,6 +106,7 @@ def _unpruned_results(overrides: list[str], store, out_dir: Path) -> dict:
     if results is None:
         log.info("the unpruned model on the same items (once; then from the store)")
         checked = validate(cfg)
+        checked.tracking.name = "none"  # a reference for this run's printout, not a tracked job
         results = _run_and_store(checked, resolved, out_dir, False, store, key)
     return results
 
