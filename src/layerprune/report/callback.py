@@ -51,11 +51,12 @@ class ReportCallback(Callback):
             reinit="finish_previous",
         )
         try:
+            report = sweep / "report"
+            figures = {  # curves (stderr bands), retention, ablation bars (stderr bars)
+                png.stem: wandb.Image(str(png)) for png in sorted(report.glob("*.png"))
+            }
             run.log(
-                {
-                    "results": wandb.Table(dataframe=pd.read_csv(sweep / "report" / "table.csv")),
-                    "curves": wandb.Image(str(sweep / "report" / "curves.png")),
-                }
+                {"results": wandb.Table(dataframe=pd.read_csv(report / "table.csv")), **figures}
             )
         finally:
             run.finish()
