@@ -245,11 +245,13 @@ class FastEvaluator(_Base):
         self._refresh_inputs(cand.block)
 
 
-def greedy_order(evaluator, cands: list[Candidate], count: int, progress: bool = True):
+def greedy_order(
+    evaluator, cands: list[Candidate], count: int, progress: bool = True, desc: str = "finercut"
+):
     """Remove ``count`` candidates greedily; return ``[(candidate, discrepancy), ...]``."""
     remaining = list(cands)
     order = []
-    for _ in tqdm(range(count), desc="finercut", unit="step", disable=not progress):
+    for _ in tqdm(range(count), desc=desc, unit="step", disable=not progress):
         scores = evaluator.scores(remaining)
         best = min(range(len(scores)), key=lambda k: (scores[k], k))
         cand = remaining.pop(best)

@@ -15,6 +15,7 @@ next-token loss on the calibration tokens, ln(perplexity). Cost is counted in bl
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from layerprune.methods.finercut_stage import calibration_tokens
 from layerprune.plan import PruningPlan
 from layerprune.scan.cache import scan_key
 
+log = logging.getLogger(__name__)
 ORDER_VERSION = 1  # bump when the scoring arithmetic changes
 _HEAD_ROWS = 128  # positions per LM-head chunk
 
@@ -77,11 +79,13 @@ def perplexity_order(lm, calibration, mode: str, count: int) -> tuple[list, floa
         ev = PerplexityEvaluator(lm.model, lm.adapter, batches)
         cands = candidates(num_blocks, "block")
         if mode == "one_shot":
+            log.info("ppl one_shot: scoring %d blocks", len(cands))
             scores = ev.scores(cands)
             ranked = sorted(range(len(cands)), key=lambda k: (scores[k], k))
             order = [(cands[k].block, scores[k]) for k in ranked]
         else:
-            order = [(c.block, d) for c, d in greedy_order(ev, cands, count)]
+            steps = greedy_order(ev, cands, count, desc="ppl iterative")
+            order = [(c.block, d) for c, d in steps]
         atomic.write_json(path, {"order": order, "block_forwards": ev.block_forwards})
         return order, ev.block_forwards, False
 
