@@ -118,7 +118,7 @@ def build_report(
     for model, group in df.groupby("model"):
         base, pruned = group[unpruned[group.index]], group[~unpruned[group.index]]
         base = base.drop_duplicates(subset=metrics)  # n = 0 of every method is one model
-        if pruned.empty:
+        if pruned.empty or not metrics:  # nothing to draw (e.g. benchmark=none)
             continue
         # the unpruned model starts every variant's curve at fraction 0
         curves = pd.concat([pruned] + [base.assign(variant=v) for v in pruned["variant"].unique()])
