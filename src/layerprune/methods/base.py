@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ class MethodContext:
 
 
 @dataclass
-class PruningMethod:
+class PruningMethod(ABC):
     """Base of every pruning method (module doc)."""
 
     name: str = ""
@@ -87,8 +88,9 @@ class PruningMethod:
                 f"pruning_method={self.name} takes metric {' / '.join(self.metrics)}, not {metric}"
             )
 
+    @abstractmethod
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        raise NotImplementedError
+        """What to remove at ``ctx.fraction`` (original 0-based indices) and why."""
 
     def empty_plan(self, ctx: MethodContext, num_candidates: int | None = None) -> PruningPlan:
         """The plan that removes nothing (n = 0)."""
