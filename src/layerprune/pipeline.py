@@ -8,8 +8,6 @@ that is evaluated.
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +16,10 @@ import torch
 from layerprune import atomic
 from layerprune.config import Config
 from layerprune.plan import PruningPlan
+from layerprune.timing import timed
 from layerprune.versions import versions
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], stage: str):
-    start = time.perf_counter()
-    yield
-    timings[f"{stage}_s"] = round(time.perf_counter() - start, 3)
 
 
 def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -41,7 +33,7 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
 
-    with _timed(timings, "load"):
+    with timed(timings, "load"):
         lm = load_model(cfg.model)
     num_blocks = len(lm.adapter.blocks(lm.model))
     log.info("loaded %s (%s, %d blocks) on %s", cfg.model.name, lm.identity, num_blocks, lm.device)
@@ -58,7 +50,7 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     # surgery and checkpoint kind follow from the plan: whole blocks only -> a plain HF folder;
     # any sublayer -> stand-ins + the generated modeling file
     sublayers = bool(plan.removed_attention or plan.removed_mlp)
-    with _timed(timings, "prune"):
+    with timed(timings, "prune"):
         if sublayers:
             prune_sublayers(
                 lm.model,
@@ -73,19 +65,19 @@ def run(cfg: Config, resolved: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     h = cfg.healing
     needs_folder = h.name == "qlora" or (h.name in ("lora", "qlora") and h.merge)
     if cfg.save_checkpoint or needs_folder:
-        with _timed(timings, "save"):
+        with timed(timings, "save"):
             save = save_sublayer_checkpoint if sublayers else save_checkpoint
             checkpoint = str(save(lm.model, lm.tokenizer, plan, out_dir / "checkpoint"))
 
     healing = None
     model = lm.model
     if h.name != "none":
-        with _timed(timings, "heal"):
+        with timed(timings, "heal"):
             model, healing = _heal(cfg, resolved, lm, plan, checkpoint, out_dir)
 
     bench = cfg.benchmark
     identity = _model_identity(cfg, lm, plan) if bench.request_cache else None
-    with _timed(timings, "eval"):
+    with timed(timings, "eval"):
         evaluated = evaluate_suite(
             model,
             lm.tokenizer,
@@ -159,9 +151,9 @@ def _select(cfg: Config, lm, num_blocks: int, timings: dict, out_dir: Path):
         timings=timings,
     )
     if method.needs == "scan" and method.count(cfg.fraction, num_blocks) > 0:
-        with _timed(timings, "scan"):
+        with timed(timings, "scan"):
             ctx.scan, ctx.cache = _scan(cfg, lm, out_dir)
-    with _timed(timings, "select"):
+    with timed(timings, "select"):
         plan = method.plan(ctx)
     plan.fraction = cfg.fraction
     return plan, ctx.cache

@@ -12,15 +12,14 @@ here or in the pipeline. Surgery and the checkpoint kind follow from the plan al
 from __future__ import annotations
 
 import math
-import time
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from layerprune.errors import LayerpruneError
 from layerprune.plan import PruningPlan
+from layerprune.timing import timed
 
 if TYPE_CHECKING:
     from layerprune.config import CalibrationConfig
@@ -54,12 +53,9 @@ class MethodContext:
     scan: Scan | None = None  # set when the method needs "scan" and removes anything
     cache: str | None = None  # "hit" / "miss" of the scan or the method's search cache
 
-    @contextmanager
     def timed(self, stage: str):
         """Time a step of the method as ``<stage>_s`` in results.json."""
-        start = time.perf_counter()
-        yield
-        self.timings[f"{stage}_s"] = round(time.perf_counter() - start, 3)
+        return timed(self.timings, stage)
 
 
 @dataclass

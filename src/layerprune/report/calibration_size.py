@@ -88,6 +88,16 @@ def plot_agreement(df: pd.DataFrame, path: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    draw_agreement(ax, df, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".pdf"))
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_agreement(ax, df: pd.DataFrame, title: str = "") -> None:
+    """One panel of ``plot_agreement`` (the cross-family figure puts the models side by side)."""
     for criterion, group in df.groupby("criterion"):
         g = group.groupby("documents")["agreement"].agg(["mean", "min", "max"])
         (line,) = ax.plot(g.index, g["mean"], marker="o", label=criterion)
@@ -100,11 +110,6 @@ def plot_agreement(df: pd.DataFrame, path: Path, title: str = "") -> Path:
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    fig.savefig(Path(path).with_suffix(".pdf"))
-    plt.close(fig)
-    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,37 +18,29 @@ def plot_curves(
     by: str = "method",
     title: str = "",
     x: str = "fraction",
+    rows: str | None = None,
 ) -> Path:
     """One panel per metric, one line per ``by`` value, with lm-eval's stderr as a band
     where the metric has one; a dashed line at the chance level.
 
     ``x="params_removed"`` plots against the fraction of parameters removed instead, which
-    compares block and sublayer methods at equal size.
+    compares block and sublayer methods at equal size. ``rows="model"`` draws one row of
+    panels per model, the families side by side.
     """
     df = df.assign(params_removed=1 - df["params_ratio"]) if "params_ratio" in df else df
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for name, group in df.sort_values(x).groupby(by):
-            (line,) = ax.plot(group[x], group[metric], marker="o", label=str(name))
-            stderr = f"{metric}_stderr"
-            if stderr in group and group[stderr].notna().any():  # lm-eval's stderr: +-1 band
-                se = group[stderr].fillna(0)
-                low, high = group[metric] - se, group[metric] + se
-                ax.fill_between(group[x], low, high, color=line.get_color(), alpha=0.15, lw=0)
-        chance = metric.rsplit("/", 1)[0] + "/chance"
-        if chance in df and df[chance].notna().any():
-            ax.axhline(df[chance].mean(), color="gray", ls="--", lw=1, label="chance")
-        ax.set_xlabel(
-            {
-                "fraction": "fraction removed",
-                "params_removed": "fraction of parameters removed",
-            }.get(x, x)
-        )
-        ax.set_ylabel(metric)
-        if metric.endswith("ppl"):
-            ax.set_yscale("log")  # perplexities span orders of magnitude once a model breaks
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    groups = list(df.groupby(rows, sort=False)) if rows else [("", df)]
+    panels = [(name, part, metric) for name, part in groups for metric in metrics]
+    # one row of panels per group; a single metric puts the groups side by side instead
+    shape = (1, len(groups)) if len(metrics) == 1 else (len(groups), len(metrics))
+    fig, axes = plt.subplots(*shape, figsize=(4.2 * shape[1], 3.6 * shape[0]), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {v: cycle[i % len(cycle)] for i, v in enumerate(sorted(df[by].astype(str).unique()))}
+    for ax, (name, part, metric) in zip(axes.flat, panels, strict=True):
+        _draw_curves(ax, part, metric, by, x, colors)
+        if rows:
+            ax.set_title(str(name), fontsize=9)
+    for ax in axes[:, 0] if len(metrics) > 1 else axes[0, :1]:
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -56,6 +48,34 @@ def plot_curves(
     fig.savefig(Path(path).with_suffix(".pdf"))
     plt.close(fig)
     return Path(path)
+
+
+def _draw_curves(ax, df: pd.DataFrame, metric: str, by: str, x: str, colors: dict) -> None:
+    """One panel: a line (and stderr band) per ``by`` value, the chance line; a variant has
+    the same colour in every panel."""
+    for name, group in df.sort_values(x).groupby(by):
+        if group[metric].isna().all():
+            continue
+        (line,) = ax.plot(
+            group[x], group[metric], marker="o", label=str(name), color=colors[str(name)]
+        )
+        stderr = f"{metric}_stderr"
+        if stderr in group and group[stderr].notna().any():  # lm-eval's stderr: +-1 band
+            se = group[stderr].fillna(0)
+            low, high = group[metric] - se, group[metric] + se
+            ax.fill_between(group[x], low, high, color=line.get_color(), alpha=0.15, lw=0)
+    chance = metric.rsplit("/", 1)[0] + "/chance"
+    if chance in df and df[chance].notna().any():
+        ax.axhline(df[chance].mean(), color="gray", ls="--", lw=1, label="chance")
+    ax.set_xlabel(
+        {"fraction": "fraction removed", "params_removed": "fraction of parameters removed"}.get(
+            x, x
+        )
+    )
+    ax.set_ylabel(metric)
+    if metric.endswith("ppl"):
+        ax.set_yscale("log")  # perplexities span orders of magnitude once a model breaks
+    ax.grid(alpha=0.3)
 
 
 def plot_bars(

@@ -24,8 +24,17 @@ def distance_grid(scan: Scan, metric: str, reduction: str) -> np.ndarray:
 
 def plot_heatmap(scan: Scan, metric: str, reduction: str, path: Path, title: str = "") -> Path:
     """x: first layer l, y: block size n, colour: distance; a dot marks argmin_l per n."""
-    grid = distance_grid(scan, metric, reduction)
     fig, ax = plt.subplots(figsize=(7, 5.5))
+    draw_heatmap(ax, distance_grid(scan, metric, reduction), f"{metric} distance")
+    ax.set_title(title or f"{metric} distance d(x(l), x(l+n)), {reduction} token")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_heatmap(ax, grid: np.ndarray, label: str) -> None:
+    """One d(l, n) panel of ``distance_grid`` with its colour bar and the argmin dots."""
     im = ax.imshow(
         grid,
         origin="lower",
@@ -37,10 +46,5 @@ def plot_heatmap(scan: Scan, metric: str, reduction: str, path: Path, title: str
     ax.plot(best, np.arange(1, grid.shape[0] + 1), "o", color="red", ms=3, label="argmin$_l$")
     ax.set_xlabel("first layer l")
     ax.set_ylabel("block size n")
-    ax.set_title(title or f"{metric} distance d(x(l), x(l+n)), {reduction} token")
-    fig.colorbar(im, ax=ax, label=f"{metric} distance")
+    ax.figure.colorbar(im, ax=ax, label=label)
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -15,22 +15,26 @@ from layerprune.plan import PruningPlan  # noqa: E402
 
 def plot_removed_map(plan: PruningPlan, num_blocks: int, path: Path, title: str = "") -> Path:
     """Rows attention / MLP, columns blocks; a filled cell is a removed sublayer."""
-    grid = np.zeros((2, num_blocks))
-    for i in plan.removed_attention + plan.removed_blocks:
-        grid[0, i] = 1
-    for i in plan.removed_mlp + plan.removed_blocks:
-        grid[1, i] = 1
     fig, ax = plt.subplots(figsize=(max(6, num_blocks * 0.28), 1.9))
+    attention = plan.removed_attention + plan.removed_blocks
+    draw_removed_map(ax, attention, plan.removed_mlp + plan.removed_blocks, num_blocks, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_removed_map(ax, attention: list[int], mlp: list[int], num_blocks: int, title="") -> None:
+    """One panel of the map: the removed attention (top row) and MLP (bottom row) per block."""
+    grid = np.zeros((2, num_blocks))
+    grid[0, list(attention)] = 1
+    grid[1, list(mlp)] = 1
     ax.imshow(grid, cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
     ax.set_yticks([0, 1], ["attention", "MLP"])
     ax.set_xticks(range(0, num_blocks, max(1, num_blocks // 15)))
     ax.set_xlabel("block")
     n_attn, n_mlp = int(grid[0].sum()), int(grid[1].sum())
     ax.set_title(title or f"removed: {n_attn} attention, {n_mlp} MLP of {num_blocks} blocks")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
 
 
 def plot_discrepancy_curve(order: list, path: Path, metric: str, mark: int = 0) -> Path:

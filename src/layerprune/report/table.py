@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
+KINDS = ("blocks", "attention", "mlp")
+
 
 def load_results(root: Path) -> pd.DataFrame:
     """Rows of every ``results.json`` under ``root``: model, method, metric, fraction, counts,
-    parameters, metrics (one column per ``<task>/<metric>``) and timings. ``root`` may also be
-    an earlier report's ``all.parquet``: its rows, so a committed figure can be extended with
-    new jobs without rerunning the old ones."""
+    the removed indices (``ids/<kind>``), parameters, metrics (one column per
+    ``<task>/<metric>``) and timings. ``root`` may also be an earlier report's
+    ``all.parquet``: its rows, so a committed figure can be extended with new jobs without
+    rerunning the old ones (rows from before ``ids/`` existed have no maps)."""
     if Path(root).suffix == ".parquet":
         return pd.read_parquet(root).assign(path="")  # no job folder: its figures stay put
     rows = []
@@ -33,6 +36,8 @@ def load_results(root: Path) -> pd.DataFrame:
                 "removed_blocks": len(plan["removed_blocks"]),
                 "removed_attention": len(plan["removed_attention"]),
                 "removed_mlp": len(plan["removed_mlp"]),
+                # which ones, as "3,4,5" (hashable, so rows still deduplicate): the maps
+                **{f"ids/{k}": ",".join(map(str, plan[f"removed_{k}"])) for k in KINDS},
                 "blocks": plan["num_candidates"],
                 "params_after": r["params"]["after"],
                 "params_ratio": r["params"]["after"] / r["params"]["before"],

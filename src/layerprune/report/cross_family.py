@@ -1,0 +1,456 @@
+"""Issue #14's report: the model families side by side, and the papers' claims checked on each.
+
+    python -m layerprune.report.cross_family outputs/cross_family --out experiments/cross_family
+
+Writes what ``layerprune-report`` writes (tables, per-model curves), then, with one panel (or
+row of panels) per model: ``accuracy`` (block methods, unhealed, with C4 loss; Gromov Fig.
+1/2/3), ``healing`` (healed vs unhealed), ``retention`` (mean retention vs parameters
+removed, every variant), ``heatmaps`` (d(l, n), angular, last token, with l*(n)),
+``removed_sublayers`` (FinerCut at 1/4, its Fig. 4), ``calibration_size`` (when the
+study's CSVs are in ``--out``), and ``claims.md``: each claim of the papers per model, with
+the numbers behind its verdict and the rule that gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from layerprune.report.cli import build_report  # noqa: E402
+from layerprune.report.curves import plot_curves  # noqa: E402
+from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
+from layerprune.report.sublayers import draw_removed_map  # noqa: E402
+from layerprune.scan.residual import Scan  # noqa: E402
+
+ACCURACIES = [
+    "mmlu/acc",
+    "boolq/acc",
+    "arc_easy/acc",
+    "arc_challenge/acc_norm",
+    "piqa/acc",
+    "winogrande/acc",
+    "hellaswag/acc_norm",
+]
+ZERO_SHOT = ACCURACIES[1:]  # where the collapse is read when MMLU starts at chance
+METRICS = [*ACCURACIES, "c4/loss"]
+BLOCK_METHODS = ("deeper_layers", "last_layers", "shortgpt")
+FIGURES = ("accuracy", "healing", "retention", "heatmaps", "removed_sublayers")
+
+
+def variants(df: pd.DataFrame) -> pd.DataFrame:
+    """``variant`` = method (+ healing): each method here has one metric, so no more is needed;
+    the unpruned model is the fraction-0 point of every variant of its model."""
+    healed = df["healing"].fillna("none")
+    name = df["method"] + np.where(healed != "none", " + " + healed, "")
+    df = df.assign(variant=name, params_removed=1 - df["params_ratio"])
+    removed = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"]
+    base, pruned = df[(removed == 0) & (healed == "none")], df[removed > 0]
+    starts = [
+        base[base["model"] == m].assign(variant=v)
+        for m, v in pruned[["model", "variant"]].drop_duplicates().itertuples(index=False)
+    ]
+    return pd.concat([pruned, *starts], ignore_index=True)
+
+
+def mean_accuracy(df: pd.DataFrame, tasks: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Mean accuracy over ``tasks`` and its standard error, sqrt(sum se^2) / k (the tasks'
+    item sets are independent)."""
+    tasks = [t for t in tasks if t in df]
+    mean = df[tasks].mean(axis=1)
+    se = np.sqrt((df[[f"{t}_stderr" for t in tasks]] ** 2).sum(axis=1)) / len(tasks)
+    return mean, se
+
+
+def above_chance(df: pd.DataFrame, tasks: list[str]) -> tuple[pd.Series, pd.Series]:
+    """Mean of (accuracy - chance) over ``tasks``, and its standard error."""
+    tasks = [t for t in tasks if t in df]
+    gap = pd.concat([df[t] - df[t.rsplit("/", 1)[0] + "/chance"] for t in tasks], axis=1)
+    se = np.sqrt((df[[f"{t}_stderr" for t in tasks]] ** 2).sum(axis=1)) / len(tasks)
+    return gap.mean(axis=1), se
+
+
+def _curve(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
+    sel = df[(df["model"] == model) & (df["variant"] == variant)]
+    return sel.sort_values("fraction").drop_duplicates("fraction")
+
+
+def _frac(f: float) -> str:
+    return f"{f:.3g}"
+
+
+def _verdict(holds: bool | None, evidence: str) -> str:
+    word = {True: "holds", False: "does not hold", None: "cannot tell"}[holds]
+    return f"**{word}**: {evidence}"
+
+
+# --- the claims: each takes one model's rows (and scans) and returns "verdict: numbers" ---
+
+
+def claim_deeper_most_similar(scans: dict[str, Scan]) -> str:
+    """Gromov: the most similar block of n (l*(n)) sits deep in the network. Rule: holds when
+    l*(n) lies in the deeper half of its possible starts (l*(n) >= (L - n) / 2) for at least
+    2/3 of n = 1 .. L/2 in the all-documents scan, does not hold at most 1/3."""
+    parts, share_all = [], None
+    for label, scan in scans.items():
+        size = scan.num_blocks
+        ns = range(1, size // 2 + 1)
+        starts = [int(scan.curve("angular", "last", n).argmin()) for n in ns]
+        deep = sum(s >= (size - n) / 2 for s, n in zip(starts, ns, strict=True))
+        parts.append(f"{label}: {deep}/{len(starts)} n deep, l*(1..{size // 2}) = {starts}")
+        if label.startswith("all") or share_all is None:  # the verdict: all documents'
+            share_all = deep / len(starts)
+    if share_all is None:
+        return "not run"
+    holds = True if share_all >= 2 / 3 else False if share_all <= 1 / 3 else None
+    return _verdict(holds, "; ".join(parts))
+
+
+def claim_collapse(df: pd.DataFrame, model: str) -> str:
+    """Gromov: accuracy holds, then collapses to chance at a model-dependent fraction (MMLU:
+    Llama-2 45-55%, Mistral 35%, Qwen 20%). Collapse = the first fraction of deeper_layers
+    (unhealed) whose accuracy is within 2 stderr of chance: MMLU's, or, when the unpruned MMLU
+    is already there, the mean above-chance accuracy of the six 0-shot tasks. Rule: holds when
+    the model keeps >= 80% of its above-chance accuracy at the step before the collapse (a
+    plateau, then a drop); does not hold when it is below 80% already at 1/8."""
+    c = _curve(df, model, "deeper_layers")
+    if len(c) < 2 or "mmlu/acc" not in c:
+        return "not run"
+    mmlu = c["mmlu/acc"] - c["mmlu/chance"]
+    mmlu_se = c["mmlu/acc_stderr"]
+    head = (
+        f"unpruned MMLU {c['mmlu/acc'].iloc[0]:.3f} +- {mmlu_se.iloc[0]:.3f} "
+        f"(chance {c['mmlu/chance'].iloc[0]:.2f})"
+    )
+    if mmlu.iloc[0] > 2 * mmlu_se.iloc[0]:
+        gap, se, read = mmlu, mmlu_se, "MMLU"
+    else:
+        gap, se = above_chance(c, ZERO_SHOT)
+        read, head = "the 0-shot tasks", head + ", at chance: read from the 0-shot tasks"
+    fractions = list(c["fraction"])
+    at_chance = [f for f, g, s in zip(fractions, gap, se, strict=True) if f > 0 and g <= 2 * s]
+    kept = (gap / gap.iloc[0]).round(2).tolist()
+    curve = ", ".join(f"{_frac(f)}: {k:.2f}" for f, k in zip(fractions, kept, strict=True))
+    evidence = f"{head}; share of above-chance accuracy kept ({read}) {curve}"
+    if gap.iloc[0] <= 2 * se.iloc[0]:
+        return _verdict(None, evidence + "; unpruned already at chance")
+    if not at_chance:
+        return _verdict(None, evidence + f"; no collapse up to {_frac(max(fractions))}")
+    collapse = at_chance[0]
+    before = kept[fractions.index(collapse) - 1]
+    evidence += f"; at chance from {_frac(collapse)}"
+    if kept[1] < 0.8:
+        return _verdict(False, evidence + f" (already {kept[1]:.2f} at {_frac(fractions[1])})")
+    return _verdict(before >= 0.8, evidence)
+
+
+def _gap(df: pd.DataFrame, model: str, a: str, b: str, f: float) -> tuple[float, float] | None:
+    ra, rb = _curve(df, model, a), _curve(df, model, b)
+    ra, rb = ra[np.isclose(ra["fraction"], f)], rb[np.isclose(rb["fraction"], f)]
+    if ra.empty or rb.empty:
+        return None
+    (ma, sa), (mb, sb) = (tuple(x.iloc[0] for x in mean_accuracy(r, ACCURACIES)) for r in (ra, rb))
+    return ma - mb, math.hypot(sa, sb)
+
+
+def claim_similarity_beats_heuristic(df: pd.DataFrame, model: str) -> str:
+    """Gromov Fig. 5: unhealed, the similarity method is much better than dropping the last
+    blocks. Mean accuracy over the seven tasks, deeper_layers - last_layers, at each fraction.
+    Rule: holds when the gap exceeds 2 stderr at most fractions, does not hold when it is
+    negative beyond 2 stderr at most."""
+    fractions = sorted(f for f in _curve(df, model, "deeper_layers")["fraction"] if f > 0)
+    gaps = [(f, g) for f in fractions if (g := _gap(df, model, "deeper_layers", "last_layers", f))]
+    if not gaps:
+        return "not run"
+    ev = ", ".join(f"{_frac(f)}: {d:+.3f} +- {s:.3f}" for f, (d, s) in gaps)
+    wins = sum(d > 2 * s for _, (d, s) in gaps)
+    losses = sum(d < -2 * s for _, (d, s) in gaps)
+    holds = True if wins > len(gaps) / 2 else False if losses > len(gaps) / 2 else None
+    return _verdict(holds, f"mean accuracy deeper_layers - last_layers: {ev}")
+
+
+def claim_healing_closes_gap(df: pd.DataFrame, model: str) -> str:
+    """Gromov: healed, the simple heuristic is about as good as the similarity method. Rule:
+    holds when the healed gap (deeper_layers + lora - last_layers + lora, mean accuracy) is
+    within 2 stderr at every healed fraction while an unhealed gap exceeded 2 stderr; does not
+    hold when a healed gap exceeds 2 stderr; cannot tell when there was no gap to close."""
+    rows = []
+    for f in sorted(f for f in _curve(df, model, "deeper_layers + lora")["fraction"] if f > 0):
+        healed = _gap(df, model, "deeper_layers + lora", "last_layers + lora", f)
+        unhealed = _gap(df, model, "deeper_layers", "last_layers", f)
+        if healed and unhealed:
+            rows.append((f, unhealed, healed))
+    if not rows:
+        return "not run"
+    ev = "; ".join(
+        f"{_frac(f)}: unhealed {u[0]:+.3f} +- {u[1]:.3f}, healed {h[0]:+.3f} +- {h[1]:.3f}"
+        for f, u, h in rows
+    )
+    if any(abs(h[0]) > 2 * h[1] for _, _, h in rows):
+        return _verdict(False, ev)
+    if not any(u[0] > 2 * u[1] for _, u, _ in rows):
+        return _verdict(None, ev + " (no unhealed gap to close)")
+    return _verdict(True, ev)
+
+
+def claim_healing_smooths_loss(df: pd.DataFrame, model: str) -> str:
+    """Gromov Fig. 3: unhealed, C4 loss jumps; healed, it rises slowly. Rise = loss - the
+    unpruned loss. Rule: holds when, for both healed methods, the healed rise is below the
+    unhealed one at every healed fraction and grows less from the first healed fraction to the
+    last (rise ratio last/first); does not hold otherwise."""
+    parts, ok = [], []
+    for method in ("deeper_layers", "last_layers"):
+        u, h = _curve(df, model, method), _curve(df, model, f"{method} + lora")
+        h = h[h["fraction"] > 0]
+        if h.empty or "c4/loss" not in h:
+            continue
+        base = u[u["fraction"] == 0]["c4/loss"].iloc[0]
+        ru = {f: x - base for f, x in zip(u["fraction"], u["c4/loss"], strict=True)}
+        rh = {f: x - base for f, x in zip(h["fraction"], h["c4/loss"], strict=True)}
+        fs = sorted(f for f in rh if f in ru)
+        below = all(rh[f] < ru[f] for f in fs)
+        growth_u, growth_h = ru[fs[-1]] / ru[fs[0]], rh[fs[-1]] / rh[fs[0]]
+        ok.append(below and growth_h < growth_u)
+        rises = ", ".join(f"{_frac(f)}: {ru[f]:+.2f} -> {rh[f]:+.2f}" for f in fs)
+        parts.append(
+            f"{method} C4 loss rise unhealed -> healed {rises} "
+            f"(growth {growth_u:.1f}x -> {growth_h:.1f}x)"
+        )
+    if not ok:
+        return "not run"
+    return _verdict(all(ok), f"unpruned C4 loss {base:.3f}; " + "; ".join(parts))
+
+
+def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.25) -> str:
+    """FinerCut Fig. 4: at 25% of the sublayers, far more attention than MLP goes, and the
+    removed attention sits deep. Rule: holds when attention >= 2x MLP and the removed
+    attention's mean relative depth (block / (L - 1)) is above 0.5; does not hold when
+    attention <= MLP or that depth is at most 0.5."""
+    c = _curve(df, model, "finercut")
+    c = c[np.isclose(c["fraction"], fraction)]
+    if c.empty or "ids/attention" not in c:
+        return "not run"
+    row = c.iloc[0]
+    attention = [int(i) for i in str(row["ids/attention"]).split(",") if i]
+    mlp = [int(i) for i in str(row["ids/mlp"]).split(",") if i]
+    size = int(row["blocks"])
+    depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
+    ev = (
+        f"{len(attention)} attention, {len(mlp)} MLP of {size} blocks removed; removed "
+        f"attention's mean depth {depth:.2f} (blocks {attention})"
+    )
+    if len(attention) <= len(mlp) or not depth > 0.5:
+        return _verdict(False, ev)
+    return _verdict(len(attention) >= 2 * len(mlp), ev)
+
+
+def claim_finercut_beats_blocks(df: pd.DataFrame, model: str) -> str:
+    """FinerCut: at an equal share of parameters removed, it keeps more accuracy than block
+    pruning. Each block method's mean accuracy (seven tasks) is interpolated linearly in
+    parameters removed at each FinerCut point; diff = FinerCut - the best block method. Rule:
+    holds when diff > 2 stderr at most FinerCut points, does not hold when diff < -2 stderr
+    at most, else cannot tell."""
+    fc = _curve(df, model, "finercut")
+    fc = fc[fc["fraction"] > 0]
+    if fc.empty:
+        return "not run"
+    fm, fs = mean_accuracy(fc, ACCURACIES)
+    parts, score = [], []
+    for p, m, s in zip(fc["params_removed"], fm, fs, strict=True):
+        best = None
+        for method in BLOCK_METHODS:
+            b = _curve(df, model, method).sort_values("params_removed")
+            if len(b) < 2:
+                continue
+            bm, bs = mean_accuracy(b, ACCURACIES)
+            value = float(np.interp(p, b["params_removed"], bm))
+            se = float(np.interp(p, b["params_removed"], bs))
+            if best is None or value > best[1]:
+                best = (method, value, se)
+        if best is None:
+            continue
+        diff, se = m - best[1], math.hypot(s, best[2])
+        score.append(1 if diff > 2 * se else -1 if diff < -2 * se else 0)
+        parts.append(
+            f"{p:.1%} params: {m:.3f} vs {best[0]} {best[1]:.3f} ({diff:+.3f} +- {se:.3f})"
+        )
+    if not parts:
+        return "not run"
+    half = len(score) / 2
+    wins, losses = score.count(1), score.count(-1)
+    return _verdict(True if wins > half else False if losses > half else None, "; ".join(parts))
+
+
+CLAIMS: list[tuple[str, Callable]] = [
+    ("Deeper blocks are the most similar (l*(n) deep)", None),  # needs the scans
+    ("Accuracy holds, then collapses to chance (collapse fraction)", claim_collapse),
+    (
+        "Unhealed, the similarity method beats dropping the last blocks",
+        claim_similarity_beats_heuristic,
+    ),
+    ("Healed, the heuristic is about as good as the similarity method", claim_healing_closes_gap),
+    ("Healing turns the C4-loss jump into a smooth rise", claim_healing_smooths_loss),
+    ("FinerCut removes attention far more than MLP, deeper ones more", claim_finercut_attention),
+    ("FinerCut beats block pruning at equal parameters removed", claim_finercut_beats_blocks),
+]
+
+
+def claims_table(df: pd.DataFrame, models: list[str], scans: dict[str, dict[str, Scan]]) -> str:
+    """The claims x models markdown table, each cell the verdict and its numbers."""
+    lines = ["| claim | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for claim, check in CLAIMS:
+        if check is None:
+            cells = [claim_deeper_most_similar(scans.get(m, {})) for m in models]
+        else:
+            cells = [check(df, m) for m in models]
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    rules = [
+        f"- *{claim}*: {' '.join((check or claim_deeper_most_similar).__doc__.split())}"
+        for claim, check in CLAIMS
+    ]
+    return (
+        "\n".join(lines)
+        + "\n\nRules (stderr: lm-eval's, combined over tasks as sqrt(sum se^2)/k):\n\n"
+        + "\n".join(rules)
+        + "\n"
+    )
+
+
+# --- figures ---
+
+
+def plot_heatmaps(scans: dict[str, Scan], path: Path) -> Path:
+    """d(l, n) of every model side by side (angular, last token), the argmin per n marked."""
+    fig, axes = plt.subplots(1, len(scans), figsize=(5.6 * len(scans), 4.6), squeeze=False)
+    for ax, (model, scan) in zip(axes[0], scans.items(), strict=True):
+        draw_heatmap(ax, distance_grid(scan, "angular", "last"), "angular distance")
+        ax.set_title(f"{model}: {scan.num_sequences} sequences", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_removed_maps(df: pd.DataFrame, path: Path, fraction: float = 0.25) -> Path | None:
+    """FinerCut's removed attention / MLP per block at ``fraction``, one row per model."""
+    rows = df[(df["variant"] == "finercut") & np.isclose(df["fraction"], fraction)]
+    rows = rows.drop_duplicates("model")
+    if rows.empty or "ids/attention" not in rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.9 * len(rows)), squeeze=False)
+    for ax, (_, row) in zip(axes[:, 0], rows.iterrows(), strict=True):
+        ids = {
+            k: [int(i) for i in str(row[f"ids/{k}"]).split(",") if i] for k in ("attention", "mlp")
+        }
+        draw_removed_map(ax, ids["attention"], ids["mlp"], int(row["blocks"]))
+        ax.set_title(
+            f"{row['model']}: {len(ids['attention'])} attention, {len(ids['mlp'])} MLP removed "
+            f"({_frac(fraction)} of {2 * int(row['blocks'])} sublayers)",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_calibration_sizes(out: Path, path: Path) -> Path | None:
+    """The calibration-size study of every model whose CSV is in ``out``, side by side."""
+    from layerprune.report.calibration_size import draw_agreement
+
+    csvs = sorted(out.glob("calibration_size_*.csv"))
+    if not csvs:
+        return None
+    fig, axes = plt.subplots(1, len(csvs), figsize=(5.2 * len(csvs), 3.8), squeeze=False)
+    for ax, csv in zip(axes[0], csvs, strict=True):
+        draw_agreement(ax, pd.read_csv(csv), csv.stem.removeprefix("calibration_size_"))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120)
+    fig.savefig(Path(path).with_suffix(".pdf"))
+    plt.close(fig)
+    return Path(path)
+
+
+def load_scans(models: list[str]) -> dict[str, dict[str, Scan]]:
+    """Per model: the experiment's scan (32 C4 sequences, seed 0) and the all-documents one,
+    through the scan cache (computed, once, when missing)."""
+    from layerprune.config import CalibrationConfig, ModelConfig
+    from layerprune.data.text import load_documents
+    from layerprune.models.load import load_model
+    from layerprune.scan.run import calibrated_scan
+
+    every = len(load_documents("c4", "calibration"))
+    out = {}
+    for model in models:
+        lm = load_model(ModelConfig(name=model, source="asset", id=model))
+        out[model] = {
+            "32 docs": calibrated_scan(lm, CalibrationConfig())[0],
+            f"all {every} docs": calibrated_scan(lm, CalibrationConfig(num_sequences=every))[0],
+        }
+        del lm
+    return out
+
+
+def build_cross_family(
+    roots: list[Path], out: Path, scans: dict[str, dict[str, Scan]] | None = None
+) -> pd.DataFrame:
+    """Tables, figures and ``claims.md`` into ``out``; returns the rows the figures use."""
+    build_report(roots, out, METRICS, title="cross-family")
+    df = variants(pd.read_parquet(out / "all.parquet"))
+    models = [m for m in ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b") if m in set(df["model"])]
+    models += sorted(set(df["model"]) - set(models))
+    order = {m: i for i, m in enumerate(models)}  # the families in size order, in every figure
+    df = df.sort_values(
+        ["model", "variant", "fraction"], key=lambda c: c.map(order) if c.name == "model" else c
+    )
+    metrics = [m for m in METRICS if m in df]
+    blocks = df[df["variant"].isin(BLOCK_METHODS)]
+    if not blocks.empty:
+        plot_curves(blocks, metrics, out / "accuracy.png", by="variant", rows="model")
+    healing = df[df["variant"].str.startswith(("deeper_layers", "last_layers"))]
+    if (healing["healing"].fillna("none") != "none").any():
+        cols = [m for m in ("mmlu/acc", "boolq/acc", "mean_retention", "c4/loss") if m in df]
+        plot_curves(healing, cols, out / "healing.png", by="variant", rows="model")
+    plot_curves(
+        df,
+        ["mean_retention"],
+        out / "retention.png",
+        by="variant",
+        rows="model",
+        x="params_removed",
+    )
+    plot_removed_maps(df, out / "removed_sublayers.png")
+    plot_calibration_sizes(out, out / "calibration_size.png")
+    if scans is None:
+        scans = load_scans(models)
+    if scans:
+        plot_heatmaps(
+            {
+                m: s["32 docs"] if "32 docs" in s else next(iter(s.values()))
+                for m, s in scans.items()
+            },
+            out / "heatmaps.png",
+        )
+    (out / "claims.md").write_text(claims_table(df, models, scans))
+    return df
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("roots", nargs="+", type=Path, help="folders of results.json / all.parquet")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    build_cross_family(args.roots, args.out)
+    print((args.out / "claims.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The cross-family report: its claims follow their stated rules on a hand-made table, and its
+figures put the models side by side."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from layerprune.report.cross_family import (
+    ACCURACIES,
+    build_cross_family,
+    claim_collapse,
+    claim_deeper_most_similar,
+    claim_finercut_attention,
+    claim_finercut_beats_blocks,
+    claim_healing_closes_gap,
+    claim_healing_smooths_loss,
+    claim_similarity_beats_heuristic,
+)
+from layerprune.scan.residual import Scan
+
+BLOCKS = 8
+# (method, healing, fraction, accuracy of every task, C4 loss, removed attention / MLP ids)
+ROWS = [
+    ("none", "none", 0.0, 0.60, 3.0, None),
+    ("deeper_layers", "none", 0.25, 0.58, 3.5, None),
+    ("deeper_layers", "none", 0.5, 0.40, 6.0, None),
+    ("deeper_layers", "none", 0.75, 0.26, 9.0, None),
+    ("last_layers", "none", 0.25, 0.40, 4.0, None),
+    ("last_layers", "none", 0.5, 0.30, 7.0, None),
+    ("last_layers", "none", 0.75, 0.25, 9.5, None),
+    ("deeper_layers", "lora", 0.25, 0.59, 3.2, None),
+    ("deeper_layers", "lora", 0.5, 0.45, 3.6, None),
+    ("last_layers", "lora", 0.25, 0.585, 3.4, None),
+    ("last_layers", "lora", 0.5, 0.44, 3.9, None),
+    ("finercut", "none", 0.25, 0.59, 3.1, ([5, 6, 7, 4], [])),
+]
+SE = 0.01  # every task's lm-eval stderr: a seven-task mean has se sqrt(7) * 0.01 / 7 = 0.0038
+
+
+def write_result(folder, model, method, healing, fraction, acc, loss, sublayers):
+    blocks = [] if sublayers or method == "none" else list(range(round(fraction * BLOCKS)))
+    attention, mlp = sublayers or ([], [])
+    removed = 10 * len(blocks) + len(attention) + 2 * len(mlp)  # of 100 parameters
+    metrics = {"c4/loss": loss}
+    for task in ACCURACIES:
+        metrics |= {task: acc, f"{task}_stderr": SE, task.rsplit("/", 1)[0] + "/chance": 0.25}
+    folder.mkdir(parents=True)
+    result = {
+        "config": {"model": {"name": model}, "healing": {"name": healing}, "experiment": "x"},
+        "fraction": fraction,
+        "plan": {
+            "method": method,
+            "metric": None,
+            "num_candidates": BLOCKS,
+            "removed_blocks": blocks,
+            "removed_attention": attention,
+            "removed_mlp": mlp,
+        },
+        "params": {"before": 100, "after": 100 - removed},
+        "metrics": metrics,
+        "timings": {"eval_s": 1.0},
+    }
+    (folder / "results.json").write_text(json.dumps(result))
+
+
+def deep_scan() -> Scan:
+    """d(j, k) = (k - j) (1 - j / 10): for every n the deepest block of n is the most similar."""
+    d = torch.full((BLOCKS + 1, BLOCKS + 1), float("nan"), dtype=torch.float64)
+    for j in range(BLOCKS + 1):
+        for k in range(j + 1, BLOCKS + 1):
+            d[j, k] = (k - j) * (1 - j / 10)
+    return Scan(BLOCKS, {"angular/last": d, "cosine/mean": d}, 4, 64)
+
+
+def report(tmp_path):
+    for i, row in enumerate(ROWS):
+        write_result(tmp_path / "runs" / f"a{i}", "a", *row)
+    write_result(tmp_path / "runs" / "b0", "b", *ROWS[0])  # a second model, barely run
+    write_result(tmp_path / "runs" / "b1", "b", *ROWS[1])
+    scans = {"a": {"all 8 docs": deep_scan()}, "b": {"all 8 docs": deep_scan()}}
+    return build_cross_family([tmp_path / "runs"], tmp_path / "out", scans)
+
+
+def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
+    df = report(tmp_path)
+    # mean accuracy gaps 0.18, 0.10, 0.01 (se 0.0053): two of three beyond 2 se
+    assert claim_similarity_beats_heuristic(df, "a").startswith("**holds**: ")
+    assert "0.25: +0.180 +- 0.005" in claim_similarity_beats_heuristic(df, "a")
+    # healed gaps 0.005 and 0.010 < 2 se = 0.0107, while unhealed 0.18 was not
+    assert claim_healing_closes_gap(df, "a").startswith("**holds**")
+    # MMLU 0.60 vs chance 0.25: read from MMLU; at chance (0.01 <= 2 x 0.01) from 0.75;
+    # kept (0.40 - 0.25) / 0.35 = 0.43 < 0.8 just before it: a slide, not a plateau
+    collapse = claim_collapse(df, "a")
+    assert collapse.startswith("**does not hold**") and "at chance from 0.75" in collapse
+    assert "0.25: 0.94, 0.5: 0.43, 0.75: 0.03" in collapse
+    # rises 0.5 / 3.0 (6x) unhealed vs 0.2 / 0.6 (3x) healed, and 1.0 / 4.0 vs 0.4 / 0.9
+    smooth = claim_healing_smooths_loss(df, "a")
+    assert smooth.startswith("**holds**") and "(growth 6.0x -> 3.0x)" in smooth
+    fc = claim_finercut_attention(df, "a")  # 4 attention, 0 MLP, mean block 5.5 / 7 = 0.79
+    assert fc.startswith("**holds**") and "4 attention, 0 MLP" in fc and "0.79" in fc
+    # 4% of parameters: deeper_layers interpolated 0.60 - 0.02 x 4 / 20 = 0.596 vs 0.59
+    beats = claim_finercut_beats_blocks(df, "a")
+    assert beats.startswith("**cannot tell**") and "0.590 vs deeper_layers 0.596" in beats
+    deep = claim_deeper_most_similar({"all 8 docs": deep_scan()})
+    assert deep.startswith("**holds**") and "l*(1..4) = [7, 6, 5, 4]" in deep
+    for claim in (claim_healing_closes_gap, claim_finercut_attention):
+        assert claim(df, "b") == "not run"  # a model with too few rows says so
+    assert claim_collapse(df, "b").startswith("**cannot tell**: ")
+    assert claim_collapse(df, "b").endswith("no collapse up to 0.25")
+
+
+def test_cross_family_figures_put_the_models_side_by_side(tmp_path):
+    report(tmp_path)
+    out = tmp_path / "out"
+    for name in ("accuracy", "healing", "retention", "heatmaps", "removed_sublayers"):
+        assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").exists()
+    claims = (out / "claims.md").read_text()
+    assert claims.splitlines()[0] == "| claim | a | b |" and "Rules" in claims
+    table = (out / "table.md").read_text()
+    assert "mean_retention" in table and "finercut" in table
