@@ -83,6 +83,11 @@ def _curve(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
     return sel.sort_values("fraction").drop_duplicates("fraction")
 
 
+def ids(value: str) -> list[int]:
+    """The removed indices of a table row (``"3,4,5"``, see ``report.table``)."""
+    return [int(i) for i in str(value).split(",") if i]
+
+
 def _frac(f: float) -> str:
     return f"{f:.3g}"
 
@@ -236,11 +241,10 @@ def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.2
     attention <= MLP or that depth is at most 0.5."""
     c = _curve(df, model, "finercut")
     c = c[np.isclose(c["fraction"], fraction)]
-    if c.empty or "ids/attention" not in c:
-        return "not run"
+    if c.empty or "ids/attention" not in c or pd.isna(c["ids/attention"].iloc[0]):
+        return "not run"  # (or rows from a report older than the ids/ columns)
     row = c.iloc[0]
-    attention = [int(i) for i in str(row["ids/attention"]).split(",") if i]
-    mlp = [int(i) for i in str(row["ids/mlp"]).split(",") if i]
+    attention, mlp = ids(row["ids/attention"]), ids(row["ids/mlp"])
     size = int(row["blocks"])
     depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
     ev = (
@@ -341,16 +345,17 @@ def plot_removed_maps(df: pd.DataFrame, path: Path, fraction: float = 0.25) -> P
     """FinerCut's removed attention / MLP per block at ``fraction``, one row per model."""
     rows = df[(df["variant"] == "finercut") & np.isclose(df["fraction"], fraction)]
     rows = rows.drop_duplicates("model")
+    if "ids/attention" in rows:
+        rows = rows[rows["ids/attention"].notna()]
     if rows.empty or "ids/attention" not in rows:
         return None
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.9 * len(rows)), squeeze=False)
     for ax, (_, row) in zip(axes[:, 0], rows.iterrows(), strict=True):
-        ids = {
-            k: [int(i) for i in str(row[f"ids/{k}"]).split(",") if i] for k in ("attention", "mlp")
-        }
-        draw_removed_map(ax, ids["attention"], ids["mlp"], int(row["blocks"]))
+        removed = {k: ids(row[f"ids/{k}"]) for k in ("attention", "mlp")}
+        draw_removed_map(ax, removed["attention"], removed["mlp"], int(row["blocks"]))
         ax.set_title(
-            f"{row['model']}: {len(ids['attention'])} attention, {len(ids['mlp'])} MLP removed "
+            f"{row['model']}: {len(removed['attention'])} attention, "
+            f"{len(removed['mlp'])} MLP removed "
             f"({_frac(fraction)} of {2 * int(row['blocks'])} sublayers)",
             fontsize=9,
         )
