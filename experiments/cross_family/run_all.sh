@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Issue #14, everything, in the order the sessions ran it: SmolLM2's sweep, the calibration-size
+# study of every model, then Gemma3's and Qwen2.5's sweeps, then the report. Each part goes
+# through a cache (run store, scan cache), so a stopped run started again does only what is
+# missing. Wall times: outputs/cross_family/*.wall.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mkdir -p outputs/cross_family
+bash experiments/cross_family/run.sh smollm2-135m
+for m in smollm2-135m gemma3-270m qwen2.5-0.5b; do
+  start=$SECONDS
+  .venv/bin/python -m layerprune.report.calibration_size --model "$m" --out experiments/cross_family
+  echo "[wall] $((SECONDS - start)) s: calibration_size $m" | tee -a outputs/cross_family/calibration_size.wall
+done
+bash experiments/cross_family/run.sh gemma3-270m
+bash experiments/cross_family/run.sh qwen2.5-0.5b
+.venv/bin/python -m layerprune.report.cross_family outputs/cross_family --out experiments/cross_family
