@@ -3,9 +3,10 @@
     python -m layerprune.report.cross_family outputs/cross_family --out experiments/cross_family
 
 Writes what ``layerprune-report`` writes (tables, per-model curves), then, with one panel (or
-row of panels) per model: ``accuracy`` (block methods, unhealed, with C4 loss; Gromov Fig.
-1/2/3), ``healing`` (healed vs unhealed), ``retention`` (mean retention vs parameters
-removed, every variant), ``heatmaps`` (d(l, n), angular, last token, with l*(n)),
+row of panels) per model: ``accuracy`` (block methods, unhealed: MMLU, BoolQ, the seven
+tasks' mean ``mean/acc`` with its stderr, C4 loss; Gromov Fig. 1-3; every task per model in
+``curves_<model>``), ``healing`` (the same, healed vs unhealed), ``retention`` (mean
+retention vs parameters removed, every variant), ``heatmaps`` (d(l, n), angular, last token, with l*(n)),
 ``removed_sublayers`` (FinerCut at 1/4, its Fig. 4), ``calibration_size`` (when the
 study's CSVs are in ``--out``), and ``claims.md``: each claim of the papers per model, with
 the numbers behind its verdict and the rule that gave it.
@@ -58,7 +59,12 @@ def variants(df: pd.DataFrame) -> pd.DataFrame:
         base[base["model"] == m].assign(variant=v)
         for m, v in pruned[["model", "variant"]].drop_duplicates().itertuples(index=False)
     ]
-    return pd.concat([pruned, *starts], ignore_index=True)
+    df = pd.concat([pruned, *starts], ignore_index=True)
+    tasks = [t for t in ACCURACIES if t in df]
+    if tasks:  # "mean/acc": the seven tasks' mean, drawn with its stderr and chance like a task
+        df["mean/acc"], df["mean/acc_stderr"] = mean_accuracy(df, tasks)
+        df["mean/chance"] = df[[t.rsplit("/", 1)[0] + "/chance" for t in tasks]].mean(axis=1)
+    return df
 
 
 def mean_accuracy(df: pd.DataFrame, tasks: list[str]) -> tuple[pd.Series, pd.Series]:
@@ -416,13 +422,13 @@ def build_cross_family(
     df = df.sort_values(
         ["model", "variant", "fraction"], key=lambda c: c.map(order) if c.name == "model" else c
     )
-    metrics = [m for m in METRICS if m in df]
+    # per task: curves_<model>.png; side by side: Gromov's MMLU and BoolQ, the mean, C4 loss
+    cols = [m for m in ("mmlu/acc", "boolq/acc", "mean/acc", "c4/loss") if m in df]
     blocks = df[df["variant"].isin(BLOCK_METHODS)]
     if not blocks.empty:
-        plot_curves(blocks, metrics, out / "accuracy.png", by="variant", rows="model")
+        plot_curves(blocks, cols, out / "accuracy.png", by="variant", rows="model")
     healing = df[df["variant"].str.startswith(("deeper_layers", "last_layers"))]
     if (healing["healing"].fillna("none") != "none").any():
-        cols = [m for m in ("mmlu/acc", "boolq/acc", "mean_retention", "c4/loss") if m in df]
         plot_curves(healing, cols, out / "healing.png", by="variant", rows="model")
     plot_curves(
         df,
