@@ -53,7 +53,7 @@ def write_result(folder, model, method, healing, fraction, acc, loss, sublayers)
         "plan": {
             "method": method,
             "metric": None,
-            "num_candidates": BLOCKS,
+            "num_candidates": 2 * BLOCKS if method == "finercut" else BLOCKS,  # sublayers
             "removed_blocks": blocks,
             "removed_attention": attention,
             "removed_mlp": mlp,
@@ -99,7 +99,7 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     smooth = claim_healing_smooths_loss(df, "a")
     assert smooth.startswith("**holds**") and "(growth 6.0x -> 3.0x)" in smooth
     fc = claim_finercut_attention(df, "a")  # 4 attention, 0 MLP, mean block 5.5 / 7 = 0.79
-    assert fc.startswith("**holds**") and "4 attention, 0 MLP" in fc and "0.79" in fc
+    assert fc.startswith("**holds**") and "4 attention, 0 MLP of 8 blocks" in fc and "0.79" in fc
     # 4% of parameters: deeper_layers interpolated 0.60 - 0.02 x 4 / 20 = 0.596 vs 0.59
     beats = claim_finercut_beats_blocks(df, "a")
     assert beats.startswith("**cannot tell**") and "0.590 vs deeper_layers 0.596" in beats

@@ -89,6 +89,13 @@ def _curve(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
     return sel.sort_values("fraction").drop_duplicates("fraction")
 
 
+def num_blocks(df: pd.DataFrame, model: str) -> int:
+    """The model's blocks: the candidates of its block-level rows (a FinerCut row's are its
+    sublayers, 2L)."""
+    rows = df[(df["model"] == model) & df["method"].isin([*BLOCK_METHODS, "none"])]
+    return int(rows["blocks"].max())
+
+
 def ids(value: str) -> list[int]:
     """The removed indices of a table row (``"3,4,5"``, see ``report.table``)."""
     return [int(i) for i in str(value).split(",") if i]
@@ -251,7 +258,7 @@ def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.2
         return "not run"  # (or rows from a report older than the ids/ columns)
     row = c.iloc[0]
     attention, mlp = ids(row["ids/attention"]), ids(row["ids/mlp"])
-    size = int(row["blocks"])
+    size = num_blocks(df, model)
     depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
     ev = (
         f"{len(attention)} attention, {len(mlp)} MLP of {size} blocks removed; removed "
@@ -358,11 +365,12 @@ def plot_removed_maps(df: pd.DataFrame, path: Path, fraction: float = 0.25) -> P
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.9 * len(rows)), squeeze=False)
     for ax, (_, row) in zip(axes[:, 0], rows.iterrows(), strict=True):
         removed = {k: ids(row[f"ids/{k}"]) for k in ("attention", "mlp")}
-        draw_removed_map(ax, removed["attention"], removed["mlp"], int(row["blocks"]))
+        size = num_blocks(df, row["model"])
+        draw_removed_map(ax, removed["attention"], removed["mlp"], size)
         ax.set_title(
             f"{row['model']}: {len(removed['attention'])} attention, "
             f"{len(removed['mlp'])} MLP removed "
-            f"({_frac(fraction)} of {2 * int(row['blocks'])} sublayers)",
+            f"({_frac(fraction)} of {2 * size} sublayers)",
             fontsize=9,
         )
     fig.tight_layout()
