@@ -101,6 +101,13 @@ def ids(value: str) -> list[int]:
     return [int(i) for i in str(value).split(",") if i]
 
 
+def removed_sublayers(row: pd.Series) -> tuple[list[int], list[int]]:
+    """The blocks whose attention, and whose MLP, a row removed; a whole removed block (both
+    of its sublayers, which the plan records as a block) counts in both."""
+    blocks = ids(row["ids/blocks"])
+    return sorted(ids(row["ids/attention"]) + blocks), sorted(ids(row["ids/mlp"]) + blocks)
+
+
 def _frac(f: float) -> str:
     return f"{f:.3g}"
 
@@ -257,7 +264,7 @@ def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.2
     if c.empty or "ids/attention" not in c or pd.isna(c["ids/attention"].iloc[0]):
         return "not run"  # (or rows from a report older than the ids/ columns)
     row = c.iloc[0]
-    attention, mlp = ids(row["ids/attention"]), ids(row["ids/mlp"])
+    attention, mlp = removed_sublayers(row)
     size = num_blocks(df, model)
     depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
     ev = (
@@ -364,7 +371,7 @@ def plot_removed_maps(df: pd.DataFrame, path: Path, fraction: float = 0.25) -> P
         return None
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.9 * len(rows)), squeeze=False)
     for ax, (_, row) in zip(axes[:, 0], rows.iterrows(), strict=True):
-        removed = {k: ids(row[f"ids/{k}"]) for k in ("attention", "mlp")}
+        removed = dict(zip(("attention", "mlp"), removed_sublayers(row), strict=True))
         size = num_blocks(df, row["model"])
         draw_removed_map(ax, removed["attention"], removed["mlp"], size)
         ax.set_title(
