@@ -90,14 +90,20 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     assert "0.25: +0.180 +- 0.005" in claim_similarity_beats_heuristic(df, "a")
     # healed gaps 0.005 and 0.010 < 2 se = 0.0107, while unhealed 0.18 was not
     assert claim_healing_closes_gap(df, "a").startswith("**holds**")
-    # MMLU 0.60 vs chance 0.25: read from MMLU; at chance (0.01 <= 2 x 0.01) from 0.75;
-    # kept (0.40 - 0.25) / 0.35 = 0.43 < 0.8 just before it: a slide, not a plateau
+    # MMLU 0.60 vs chance 0.25: read from MMLU; kept (0.58 - 0.25) / 0.35 = 0.94 at 0.25 (a
+    # plateau), 0.43 at 0.5, at chance (0.01 <= 2 x 0.01) from 0.75
     collapse = claim_collapse(df, "a")
-    assert collapse.startswith("**does not hold**") and "at chance from 0.75" in collapse
-    assert "0.25: 0.94, 0.5: 0.43, 0.75: 0.03" in collapse
-    # rises 0.5 / 3.0 (6x) unhealed vs 0.2 / 0.6 (3x) healed, and 1.0 / 4.0 vs 0.4 / 0.9
+    assert collapse.startswith("**holds**") and "0.25: 0.94, 0.5: 0.43, 0.75: 0.03" in collapse
+    assert collapse.endswith("plateau up to 0.25, collapse (at chance) from 0.75")
+    slide = df.copy()
+    slide.loc[(slide["variant"] == "deeper_layers") & (slide["fraction"] == 0.25), "mmlu/acc"] = 0.4
+    assert claim_collapse(slide, "a").startswith("**does not hold**")  # 0.43 at once: no plateau
+    # rise 0.5 -> 0.2 (60% removed), 3.0 -> 0.6 (80%); last_layers 1.0 -> 0.4, 4.0 -> 0.9
     smooth = claim_healing_smooths_loss(df, "a")
-    assert smooth.startswith("**holds**") and "(growth 6.0x -> 3.0x)" in smooth
+    assert smooth.startswith("**holds**") and "0.5: +3.00 -> +0.60 (80% removed)" in smooth
+    weak = df.copy()
+    weak.loc[weak["variant"] == "last_layers + lora", "c4/loss"] += 0.5  # 10% removed at 0.25
+    assert claim_healing_smooths_loss(weak, "a").startswith("**does not hold**")
     fc = claim_finercut_attention(df, "a")  # 4 attention, 1 MLP, mean block 5.5 / 7 = 0.79
     assert fc.startswith("**holds**") and "4 attention, 1 MLP of 8 blocks" in fc and "0.79" in fc
     # 13% of parameters: deeper_layers interpolated 0.60 - 0.02 x 13 / 20 = 0.587 vs 0.59
