@@ -79,7 +79,8 @@ def report(tmp_path):
         write_result(tmp_path / "runs" / f"a{i}", "a", *row)
     write_result(tmp_path / "runs" / "b0", "b", *ROWS[0])  # a second model, barely run
     write_result(tmp_path / "runs" / "b1", "b", *ROWS[1])
-    scans = {"a": {"all 8 docs": deep_scan()}, "b": {"all 8 docs": deep_scan()}}
+    write_result(tmp_path / "runs" / "c0", "c", *ROWS[0])  # only its unpruned point so far
+    scans = {m: {"all 8 docs": deep_scan()} for m in "abc"}
     return build_cross_family([tmp_path / "runs"], tmp_path / "out", scans)
 
 
@@ -123,6 +124,9 @@ def test_cross_family_figures_put_the_models_side_by_side(tmp_path):
     for name in ("accuracy", "healing", "retention", "heatmaps", "removed_sublayers"):
         assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").exists()
     claims = (out / "claims.md").read_text()
-    assert claims.splitlines()[0] == "| claim | a | b |" and "Rules" in claims
+    assert claims.splitlines()[0] == "| claim | a | b | c |" and "Rules" in claims
+    assert claims.splitlines()[2].endswith(
+        "| **holds**: all 8 docs: 4/4 n deep, l*(1..4) = [7, 6, 5, 4] |"
+    )
     table = (out / "table.md").read_text()
     assert "mean_retention" in table and "finercut" in table

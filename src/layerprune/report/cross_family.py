@@ -428,9 +428,11 @@ def build_cross_family(
 ) -> pd.DataFrame:
     """Tables, figures and ``claims.md`` into ``out``; returns the rows the figures use."""
     build_report(roots, out, METRICS, title="cross-family")
-    df = variants(pd.read_parquet(out / "all.parquet"))
-    models = [m for m in ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b") if m in set(df["model"])]
-    models += sorted(set(df["model"]) - set(models))
+    rows = pd.read_parquet(out / "all.parquet")
+    df = variants(rows)
+    present = set(rows["model"])  # with only an unpruned row a model still gets its scan claim
+    models = [m for m in ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b") if m in present]
+    models += sorted(present - set(models))
     order = {m: i for i, m in enumerate(models)}  # the families in size order, in every figure
     df = df.sort_values(
         ["model", "variant", "fraction"], key=lambda c: c.map(order) if c.name == "model" else c
