@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from layerprune.report.calibration_size import choices  # noqa: E402
 from layerprune.report.cli import build_report  # noqa: E402
 from layerprune.report.curves import plot_curves  # noqa: E402
 from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
@@ -77,11 +78,10 @@ def mean_accuracy(df: pd.DataFrame, tasks: list[str]) -> tuple[pd.Series, pd.Ser
 
 
 def above_chance(df: pd.DataFrame, tasks: list[str]) -> tuple[pd.Series, pd.Series]:
-    """Mean of (accuracy - chance) over ``tasks``, and its standard error."""
+    """Mean of (accuracy - chance) over ``tasks``, and its standard error (chance is exact)."""
     tasks = [t for t in tasks if t in df]
-    gap = pd.concat([df[t] - df[t.rsplit("/", 1)[0] + "/chance"] for t in tasks], axis=1)
-    se = np.sqrt((df[[f"{t}_stderr" for t in tasks]] ** 2).sum(axis=1)) / len(tasks)
-    return gap.mean(axis=1), se
+    mean, se = mean_accuracy(df, tasks)
+    return mean - df[[t.rsplit("/", 1)[0] + "/chance" for t in tasks]].mean(axis=1), se
 
 
 def _curve(df: pd.DataFrame, model: str, variant: str) -> pd.DataFrame:
@@ -128,7 +128,8 @@ def claim_deeper_most_similar(scans: dict[str, Scan]) -> str:
     for label, scan in scans.items():
         size = scan.num_blocks
         ns = range(1, size // 2 + 1)
-        starts = [int(scan.curve("angular", "last", n).argmin()) for n in ns]
+        picks = choices(scan, "deeper_layers angular/last")  # l*(n), as the study reads it
+        starts = [picks[n] for n in ns]
         deep = sum(s >= (size - n) / 2 for s, n in zip(starts, ns, strict=True))
         parts.append(f"{label}: {deep}/{len(starts)} n deep, l*(1..{size // 2}) = {starts}")
         if label.startswith("all") or share_all is None:  # the verdict: all documents'
