@@ -14,4 +14,4 @@ for m in smollm2-135m gemma3-270m qwen2.5-0.5b; do
 done
 bash experiments/cross_family/run.sh gemma3-270m
 bash experiments/cross_family/run.sh qwen2.5-0.5b
-.venv/bin/python -m layerprune.report.cross_family outputs/cross_family --out experiments/cross_family
+.venv/bin/python -m layerprune.report.cross_family experiments/cross_family/runs --out experiments/cross_family
