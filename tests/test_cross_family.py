@@ -40,7 +40,10 @@ SE = 0.01  # every task's lm-eval stderr: a seven-task mean has se sqrt(7) * 0.0
 
 
 def write_result(folder, model, method, healing, fraction, acc, loss, sublayers):
-    blocks = [] if method == "none" else list(range(round(fraction * BLOCKS)))
+    n = round(fraction * BLOCKS)
+    blocks = {"none": [], "last_layers": list(range(BLOCKS - 1 - n, BLOCKS - 1))}.get(
+        method, list(range(n))
+    )
     attention, mlp, blocks = sublayers or ([], [], blocks)
     removed = 10 * len(blocks) + len(attention) + 2 * len(mlp)  # of 100 parameters
     metrics = {"c4/loss": loss}
@@ -116,6 +119,18 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
         assert claim(df, "b") == "not run"  # a model with too few rows says so
     assert claim_collapse(df, "b").startswith("**cannot tell**: ")
     assert claim_collapse(df, "b").endswith("no collapse up to 0.25")
+    # where both methods removed the same blocks they are one model: no evidence either way
+    same = df.copy()
+    for f in (0.25, 0.5, 0.75):
+        for healed in ("", " + lora"):
+            deeper = (same["fraction"] == f) & (same["variant"] == "deeper_layers" + healed)
+            last = (same["fraction"] == f) & (same["variant"] == "last_layers" + healed)
+            if deeper.any():
+                same.loc[last, "ids/blocks"] = same.loc[deeper, "ids/blocks"].iloc[0]
+    assert "(same blocks)" in claim_similarity_beats_heuristic(same, "a")
+    assert claim_similarity_beats_heuristic(same, "a").startswith("**cannot tell**")
+    assert claim_healing_closes_gap(same, "a").startswith("**cannot tell**")
+    assert claim_healing_closes_gap(same, "a").endswith("one model)")
 
 
 def test_cross_family_figures_put_the_models_side_by_side(tmp_path):

@@ -178,36 +178,54 @@ def claim_collapse(df: pd.DataFrame, model: str) -> str:
     return _verdict(True, evidence + f", collapse (at chance) from {_frac(at_chance[0])}")
 
 
-def _gap(df: pd.DataFrame, model: str, a: str, b: str, f: float) -> tuple[float, float] | None:
+def _gap(
+    df: pd.DataFrame, model: str, a: str, b: str, f: float
+) -> tuple[float, float, bool] | None:
+    """Mean accuracy of variant a - variant b at fraction f, its stderr, and whether the two
+    removed the same blocks (then they are one model and the gap says nothing)."""
     ra, rb = _curve(df, model, a), _curve(df, model, b)
     ra, rb = ra[np.isclose(ra["fraction"], f)], rb[np.isclose(rb["fraction"], f)]
     if ra.empty or rb.empty:
         return None
     (ma, sa), (mb, sb) = (tuple(x.iloc[0] for x in mean_accuracy(r, ACCURACIES)) for r in (ra, rb))
-    return ma - mb, math.hypot(sa, sb)
+    same = "ids/blocks" in ra and ra["ids/blocks"].iloc[0] == rb["ids/blocks"].iloc[0]
+    return ma - mb, math.hypot(sa, sb), bool(same)
+
+
+def _gap_text(gap: tuple[float, float, bool]) -> str:
+    d, s, same = gap
+    return f"{d:+.3f} +- {s:.3f}" + (" (same blocks)" if same else "")
 
 
 def claim_similarity_beats_heuristic(df: pd.DataFrame, model: str) -> str:
     """Gromov Fig. 5: unhealed, the similarity method is much better than dropping the last
-    blocks. Mean accuracy over the seven tasks, deeper_layers - last_layers, at each fraction.
-    Rule: holds when the gap exceeds 2 stderr at most fractions, does not hold when it is
-    negative beyond 2 stderr at most."""
+    blocks. Mean accuracy over the seven tasks, deeper_layers - last_layers, at each fraction
+    where the two removed different blocks (where they removed the same, they are one model).
+    Rule: holds when the gap exceeds 2 stderr at most of those fractions, does not hold when it
+    is negative beyond 2 stderr at most; cannot tell otherwise or without such a fraction."""
     fractions = sorted(f for f in _curve(df, model, "deeper_layers")["fraction"] if f > 0)
     gaps = [(f, g) for f in fractions if (g := _gap(df, model, "deeper_layers", "last_layers", f))]
     if not gaps:
         return "not run"
-    ev = ", ".join(f"{_frac(f)}: {d:+.3f} +- {s:.3f}" for f, (d, s) in gaps)
-    wins = sum(d > 2 * s for _, (d, s) in gaps)
-    losses = sum(d < -2 * s for _, (d, s) in gaps)
-    holds = True if wins > len(gaps) / 2 else False if losses > len(gaps) / 2 else None
-    return _verdict(holds, f"mean accuracy deeper_layers - last_layers: {ev}")
+    ev = "mean accuracy deeper_layers - last_layers: " + ", ".join(
+        f"{_frac(f)}: {_gap_text(g)}" for f, g in gaps
+    )
+    differ = [(d, s) for _, (d, s, same) in gaps if not same]
+    if not differ:
+        return _verdict(None, ev + "; the two chose the same blocks at every fraction")
+    wins = sum(d > 2 * s for d, s in differ)
+    losses = sum(d < -2 * s for d, s in differ)
+    holds = True if wins > len(differ) / 2 else False if losses > len(differ) / 2 else None
+    return _verdict(holds, ev)
 
 
 def claim_healing_closes_gap(df: pd.DataFrame, model: str) -> str:
-    """Gromov: healed, the simple heuristic is about as good as the similarity method. Rule:
-    holds when the healed gap (deeper_layers + lora - last_layers + lora, mean accuracy) is
-    within 2 stderr at every healed fraction while an unhealed gap exceeded 2 stderr; does not
-    hold when a healed gap exceeds 2 stderr; cannot tell when there was no gap to close."""
+    """Gromov: healed, the simple heuristic is about as good as the similarity method. Read at
+    the healed fractions where the two methods removed different blocks. Rule: holds when the
+    healed gap (deeper_layers + lora - last_layers + lora, mean accuracy) is within 2 stderr at
+    every such fraction while an unhealed gap there exceeded 2 stderr; does not hold when a
+    healed gap exceeds 2 stderr; cannot tell when there was no gap to close (or no fraction
+    where the methods differ)."""
     rows = []
     for f in sorted(f for f in _curve(df, model, "deeper_layers + lora")["fraction"] if f > 0):
         healed = _gap(df, model, "deeper_layers + lora", "last_layers + lora", f)
@@ -217,9 +235,11 @@ def claim_healing_closes_gap(df: pd.DataFrame, model: str) -> str:
     if not rows:
         return "not run"
     ev = "; ".join(
-        f"{_frac(f)}: unhealed {u[0]:+.3f} +- {u[1]:.3f}, healed {h[0]:+.3f} +- {h[1]:.3f}"
-        for f, u, h in rows
+        f"{_frac(f)}: unhealed {_gap_text(u)}, healed {_gap_text(h)}" for f, u, h in rows
     )
+    rows = [(f, u, h) for f, u, h in rows if not u[2]]
+    if not rows:
+        return _verdict(None, ev + " (the two methods removed the same blocks: one model)")
     if any(abs(h[0]) > 2 * h[1] for _, _, h in rows):
         return _verdict(False, ev)
     if not any(u[0] > 2 * u[1] for _, u, _ in rows):
