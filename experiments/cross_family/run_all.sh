@@ -13,5 +13,11 @@ for m in smollm2-135m gemma3-270m qwen2.5-0.5b; do
   echo "[wall] $((SECONDS - start)) s: calibration_size $m" | tee -a outputs/cross_family/calibration_size.wall
 done
 bash experiments/cross_family/run.sh gemma3-270m
+# Gemma3's deeper_layers and last_layers remove the same blocks at 1/4 and 1/2 ([12..16] and
+# [8..16]), so its healed rows there compare one model with itself; at 3/8 they differ.
+start=$SECONDS
+.venv/bin/layerprune -m experiment=cross_family_healing model=gemma3-270m fraction=0.375 \
+  store_dir=experiments/cross_family/runs hydra.sweep.dir=outputs/cross_family/gemma3-270m/healing_3_8
+echo "[wall] $((SECONDS - start)) s: healing at 3/8, gemma3-270m" | tee -a outputs/cross_family/gemma3-270m.wall
 bash experiments/cross_family/run.sh qwen2.5-0.5b
 .venv/bin/python -m layerprune.report.cross_family experiments/cross_family/runs --out experiments/cross_family
