@@ -110,6 +110,9 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     assert claim_healing_smooths_loss(weak, "a").startswith("**does not hold**")
     fc = claim_finercut_attention(df, "a")  # 4 attention, 1 MLP, mean block 5.5 / 7 = 0.79
     assert fc.startswith("**holds**") and "4 attention, 1 MLP of 8 blocks" in fc and "0.79" in fc
+    few = df.copy()
+    few.loc[few["variant"] == "finercut", "ids/mlp"] = "1,2"  # 4 attention vs 3 MLP: not 2x
+    assert claim_finercut_attention(few, "a").startswith("**does not hold**: 4 attention, 3 MLP")
     # 13% of parameters: deeper_layers interpolated 0.60 - 0.02 x 13 / 20 = 0.587 vs 0.59
     beats = claim_finercut_beats_blocks(df, "a")
     assert beats.startswith("**cannot tell**") and "0.590 vs deeper_layers 0.587" in beats

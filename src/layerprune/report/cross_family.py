@@ -276,8 +276,8 @@ def claim_healing_smooths_loss(df: pd.DataFrame, model: str) -> str:
 def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.25) -> str:
     """FinerCut Fig. 4: at 25% of the sublayers, far more attention than MLP goes, and the
     removed attention sits deep. Rule: holds when attention >= 2x MLP and the removed
-    attention's mean relative depth (block / (L - 1)) is above 0.5; does not hold when
-    attention <= MLP or that depth is at most 0.5."""
+    attention's mean relative depth (block / (L - 1)) is above 0.5; does not hold otherwise
+    (fewer than 2x as many attention as MLP, or that depth at most 0.5)."""
     c = _curve(df, model, "finercut")
     c = c[np.isclose(c["fraction"], fraction)]
     if c.empty or "ids/attention" not in c or pd.isna(c["ids/attention"].iloc[0]):
@@ -290,9 +290,7 @@ def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.2
         f"{len(attention)} attention, {len(mlp)} MLP of {size} blocks removed; removed "
         f"attention's mean depth {depth:.2f} (blocks {attention})"
     )
-    if len(attention) <= len(mlp) or not depth > 0.5:
-        return _verdict(False, ev)
-    return _verdict(len(attention) >= 2 * len(mlp), ev)
+    return _verdict(len(attention) >= 2 * len(mlp) and depth > 0.5, ev)
 
 
 def claim_finercut_beats_blocks(df: pd.DataFrame, model: str) -> str:
