@@ -3,6 +3,7 @@ chunked perplexity equals the whole-logits computation."""
 
 from __future__ import annotations
 
+import random
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,14 @@ from layerprune import pipeline
 from layerprune.config import validate
 from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
 from layerprune.evaluate.perplexity import perplexity
-from layerprune.evaluate.prefix_plan import group_requests, pack, plan_chunks, to_request
+from layerprune.evaluate.prefix_plan import (
+    Packed,
+    group_requests,
+    pack,
+    plan_batches,
+    plan_chunks,
+    to_request,
+)
 from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
 from layerprune.models.load import load_model
 from layerprune.surgery.blocks import remove_blocks
@@ -225,6 +233,66 @@ def test_pack_puts_options_after_their_context():
         (3, 1, [1]),
     ]
     assert row.scored == 3
+
+
+def _row(length: int, scored: int) -> Packed:
+    return Packed((1,) * length, (0,) * length, tuple(range(length)), ((0, scored, []),))
+
+
+def _plan_cost(calls, call_tokens: int, head_cost: float) -> float:
+    return sum(
+        len(c) * len(c[0].tokens) + head_cost * len(c) * max(r.scored for r in c) + call_tokens
+        for c in calls
+    )
+
+
+def test_plan_batches_runs_the_fewest_positions():
+    """The cut equals the best of every cut of the sorted rows into consecutive calls (brute
+    force), keeps each row once, longest first, and stays within the caps."""
+    rng = random.Random(0)
+    for _ in range(40):
+        rows = [_row(rng.randint(1, 60), rng.randint(1, 5)) for _ in range(rng.randint(1, 8))]
+        tokens, head, call = (
+            rng.choice([64, 128, 1000]),
+            rng.choice([6, 12, 100]),
+            rng.randint(0, 30),
+        )
+        calls = plan_batches(rows, tokens, head, call, head_cost=0.5)
+        flat = [r for c in calls for r in c]
+        assert sorted(map(id, flat)) == sorted(map(id, rows))
+        assert [len(r.tokens) for r in flat] == sorted((len(r.tokens) for r in rows), reverse=True)
+        for c in calls:
+            assert len(c) == 1 or (
+                len(c) * len(c[0].tokens) <= tokens and len(c) * max(r.scored for r in c) <= head
+            )
+        ordered = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
+        best = min(
+            _plan_cost(cut, call, 0.5)
+            for cut in _cuts(ordered)
+            if all(
+                len(c) == 1
+                or (
+                    len(c) * len(c[0].tokens) <= tokens
+                    and len(c) * max(r.scored for r in c) <= head
+                )
+                for c in cut
+            )
+        )
+        assert _plan_cost(calls, call, 0.5) == pytest.approx(best)
+    # padding costs what it pads: a long row and a short one run apart unless a call costs more
+    long, short = _row(100, 1), _row(10, 1)
+    assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=20)] == [1, 1]
+    assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=200)] == [2]
+
+
+def _cuts(rows):
+    """Every split of ``rows`` into consecutive non-empty runs."""
+    if not rows:
+        yield []
+        return
+    for i in range(1, len(rows) + 1):
+        for rest in _cuts(rows[i:]):
+            yield [rows[:i], *rest]
 
 
 @needs_data

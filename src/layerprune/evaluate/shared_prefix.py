@@ -6,7 +6,8 @@ from the first token. Here requests are sorted by their tokens and planned by ``
 a batch-1 KV cache holds the prefix a chunk of questions shares (cropped for the next chunk,
 never recomputed); each question is one packed row on top of it (its context once, then all
 its options, each option masked from its siblings: a tree mask), rows run in length-sorted
-batches, and the LM head runs only on scored positions (``logits_to_keep``).
+batches cut to run the fewest positions (padding vs calls), and the LM head runs only on
+scored positions (``logits_to_keep``).
 ``loglikelihood_rolling`` and generation stay stock. A model whose forward cannot continue a
 cache under such a mask (checked once on real tokens) is scored the stock way, with a log line.
 
@@ -34,6 +35,7 @@ from layerprune.evaluate.prefix_plan import (
     common_prefix,
     group_requests,
     pack,
+    plan_batches,
     plan_chunks,
     to_request,
 )
@@ -91,14 +93,28 @@ class SharedPrefixLM(CountingLM):
 
     ``join_tokens``: a group joins the running chunk if that makes the others recompute at
     most this many positions. ``batch_tokens``: one model call runs at most this many padded
-    tokens (rows x longest row); rows are sorted by length so the padding stays small.
+    tokens (rows x longest row). ``call_tokens``: what one more model call costs, in decoder
+    positions; ``prefix_plan.plan_batches`` weighs it against padding. On CPU a call reads the
+    LM head's weights once, memory-bound: SmolLM2's 28M-weight head took 22 ms for 2 positions
+    where a decoder position takes about 1.6 ms (2 cores), so the default is a rough
+    8 + 64 x ``head_cost`` (25 for SmolLM2, 115 for Gemma3's 262k-vocabulary head). On CUDA
+    1024, a guess not measured here (a call is kernel launches; positions are nearly free
+    until the GPU is full).
     """
 
-    def __init__(self, *args, join_tokens: int = 64, batch_tokens: int | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        join_tokens: int = 64,
+        batch_tokens: int | None = None,
+        call_tokens: int | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.join_tokens = join_tokens
+        cpu = self.device.type == "cpu"
         # padded tokens per model call (rows x length)
-        self.batch_tokens = batch_tokens or (1024 if self.device.type == "cpu" else 16384)
+        self.batch_tokens = batch_tokens or (1024 if cpu else 16384)
         self.model_calls = 0
         self._cache_ok: bool | None = None  # decided on the first request
         self._cache_kw = _cache_keyword(self.model)
@@ -106,7 +122,13 @@ class SharedPrefixLM(CountingLM):
         self._windows = _mask_windows(base.config)
         self._eager = base.config._attn_implementation == "eager"
         # LM head positions per call: at most HEAD_CHUNK logits (64M floats)
-        self.head_positions = max(1, HEAD_CHUNK // base.get_output_embeddings().weight.shape[0])
+        head = base.get_output_embeddings().weight
+        self.head_positions = max(1, HEAD_CHUNK // head.shape[0])
+        # an LM-head position in decoder positions: head weights / decoder weights (embedding out)
+        decoder = sum(p.numel() for p in base.get_decoder().parameters())
+        blocks = decoder - base.get_input_embeddings().weight.numel()
+        self.head_cost = head.numel() / max(blocks, 1)
+        self.call_tokens = call_tokens or (round(8 + 64 * self.head_cost) if cpu else 1024)
 
     # -- model calls ------------------------------------------------------------------------
 
@@ -203,7 +225,9 @@ class SharedPrefixLM(CountingLM):
         for chunk in plan_chunks(group_requests(reqs), self.join_tokens):
             prefix.extend_to(chunk.prefix_tokens)
             rows = [pack(g, chunk.prefix) for g in chunk.groups]
-            for part in _batches(rows, self.batch_tokens, self.head_positions):
+            for part in plan_batches(
+                rows, self.batch_tokens, self.head_positions, self.call_tokens, self.head_cost
+            ):
                 bar.update(self._run_rows(chunk.prefix, part, prefix.cache, results))
         bar.close()
         for (request_str, _, _), answer in zip(requests, results, strict=True):
@@ -279,24 +303,6 @@ class SharedPrefixLM(CountingLM):
                 bool((greedy[-len(targets) :] == targets).all()),
             )
         return len(reqs)
-
-
-def _batches(rows: list[Packed], tokens: int, head: int, max_rows: int = 256) -> list[list]:
-    """``rows`` sorted by length (longest first) in runs whose padded size (rows x the first,
-    longest length) stays within ``tokens`` and whose LM head output (rows x most scored
-    positions of a row) within ``head`` positions; at least one row each."""
-    out: list[list[Packed]] = []
-    most = 0
-    for r in sorted(rows, key=lambda r: len(r.tokens), reverse=True):
-        if out:
-            n, k = len(out[-1]) + 1, max(most, r.scored)
-            if n <= max_rows and n * len(out[-1][0].tokens) <= tokens and n * k <= head:
-                out[-1].append(r)
-                most = k
-                continue
-        out.append([r])
-        most = r.scored
-    return out
 
 
 class _Prefix:
