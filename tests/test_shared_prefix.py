@@ -261,28 +261,26 @@ def test_plan_batches_runs_the_fewest_positions():
         flat = [r for c in calls for r in c]
         assert sorted(map(id, flat)) == sorted(map(id, rows))
         assert [len(r.tokens) for r in flat] == sorted((len(r.tokens) for r in rows), reverse=True)
-        for c in calls:
-            assert len(c) == 1 or (
-                len(c) * len(c[0].tokens) <= tokens and len(c) * max(r.scored for r in c) <= head
-            )
+        assert all(_fits(c, tokens, head) for c in calls)
         ordered = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
         best = min(
             _plan_cost(cut, call, 0.5)
             for cut in _cuts(ordered)
-            if all(
-                len(c) == 1
-                or (
-                    len(c) * len(c[0].tokens) <= tokens
-                    and len(c) * max(r.scored for r in c) <= head
-                )
-                for c in cut
-            )
+            if all(_fits(c, tokens, head) for c in cut)
         )
         assert _plan_cost(calls, call, 0.5) == pytest.approx(best)
     # padding costs what it pads: a long row and a short one run apart unless a call costs more
     long, short = _row(100, 1), _row(10, 1)
     assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=20)] == [1, 1]
     assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=200)] == [2]
+
+
+def _fits(call, tokens: int, head: int) -> bool:
+    """A call within the padded-token and head-position caps (a row alone always fits)."""
+    return len(call) == 1 or (
+        len(call) * len(call[0].tokens) <= tokens
+        and len(call) * max(r.scored for r in call) <= head
+    )
 
 
 def _cuts(rows):
