@@ -45,6 +45,10 @@ def test_mmlu_5shot_finds_all_subjects():
     m = out["mmlu"].metrics
     assert m["mmlu/n"] == 57  # one item from each of the 57 subjects
     assert m["mmlu/chance"] == 0.25 and 0 <= m["mmlu/acc"] <= 1
+    r = out["mmlu"]  # each request's text, in the answers' order (benchmarks re-score them)
+    assert len(r.arguments) == len(r.answers) == r.requests == 57 * 4
+    assert [cont for _, cont in r.arguments[:4]] == [" A", " B", " C", " D"]
+    assert r.arguments[0][0].endswith("Answer:") and r.arguments[0][0] == r.arguments[3][0]
 
 
 def test_batched_equals_unbatched():

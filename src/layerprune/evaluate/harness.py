@@ -39,6 +39,7 @@ class TaskResult:
     misses: int = 0  # answered by the model
     # every request's (log-likelihood, is_greedy), by subtask, item and choice (benchmarks)
     answers: list[tuple[float, bool]] = field(default_factory=list)
+    arguments: list[tuple[str, str]] = field(default_factory=list)  # (context, continuation)
 
 
 def _offline_task_manager(tasks: list[str], tmp: Path):
@@ -74,14 +75,15 @@ def _samples(name: str, out: dict) -> list[dict]:
     return [s for t in leaves for s in out.get("samples", {}).get(t, [])]
 
 
-def _answers(name: str, out: dict) -> list[tuple[float, bool]]:
-    """Each log-likelihood request's answer, ordered by subtask, item and choice."""
+def _requests(name: str, out: dict) -> list[tuple[tuple[float, bool], tuple[str, str]]]:
+    """Each log-likelihood request's answer and (context, continuation), ordered by subtask,
+    item and choice."""
     by_task = out.get("samples", {})
     return [
-        (float(resp[0][0]), bool(resp[0][1]))
+        ((float(resp[0][0]), bool(resp[0][1])), (args[0], args[1]))
         for t in _leaves(name, out.get("group_subtasks", {}))
         for s in sorted(by_task.get(t, []), key=lambda s: s["doc_id"])
-        for resp in s["resps"]
+        for resp, args in zip(s["resps"], s["arguments"], strict=True)
     ]
 
 
@@ -163,13 +165,15 @@ def evaluate_tasks(
             seconds = time.perf_counter() - start
             requests = sum(len(s["arguments"]) for s in _samples(name, out))
             misses = lm.model_requests - before
+            answered = _requests(name, out)
             results[name] = TaskResult(
                 _flatten(name, out),
                 seconds,
                 requests,
                 requests - misses,
                 misses,
-                _answers(name, out),
+                [a for a, _ in answered],
+                [r for _, r in answered],
             )
             log.info(
                 "%s: %s (%.0f s; requests: %d from the cache, %d scored)",
