@@ -50,7 +50,7 @@ def main() -> None:
     encoder = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu")
     print(
         f"{'task':10s} {'req':>4s} {'tokens':>6s} {'LL fp64':>10s} {'stock-shared':>12s} "
-        f"{'stock-fp64':>10s} {'shared-fp64':>11s} {'fp32 b1-fp64':>12s}"
+        f"{'stock-fp64':>10s} {'shared-fp64':>11s} {'fp32 alone-fp64':>15s}"
     )
     for name, _, _ in tasks:
         a, b = stock[name].answers, shared[name].answers
@@ -63,7 +63,7 @@ def main() -> None:
             fp32 = continuation_logprob(model, ids, len(cont))
             print(
                 f"{name:10s} {i:4d} {len(cont):6d} {truth:10.4f} {a[i][0] - b[i][0]:12.2e} "
-                f"{a[i][0] - truth:10.2e} {b[i][0] - truth:11.2e} {fp32 - truth:12.2e}",
+                f"{a[i][0] - truth:10.2e} {b[i][0] - truth:11.2e} {fp32 - truth:15.2e}",
                 flush=True,
             )
 
