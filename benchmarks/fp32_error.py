@@ -19,17 +19,18 @@ import torch
 
 from layerprune.config import ModelConfig
 from layerprune.evaluate.harness import evaluate_tasks
+from layerprune.evaluate.prefix_plan import Request, to_request
 from layerprune.evaluate.shared_prefix import SharedPrefixLM
 from layerprune.models.load import load_model
 
 
 @torch.no_grad()
-def continuation_logprob(model: torch.nn.Module, tokens: list[int], n_cont: int) -> float:
-    """Sum of log p(last ``n_cont`` tokens) from one unpadded forward in the model's dtype."""
-    logits = model(torch.tensor([tokens[:-1]])).logits[0, -n_cont:]
-    logp = torch.log_softmax(logits, dim=-1)
-    targets = torch.tensor(tokens[-n_cont:])[:, None]
-    return float(logp.gather(-1, targets).sum(dtype=torch.float64))
+def continuation_logprob(model: torch.nn.Module, req: Request) -> float:
+    """Sum of log p(continuation) from one unpadded forward of stock's input, in the model's
+    dtype."""
+    n = len(req.targets)
+    logp = torch.log_softmax(model(torch.tensor([req.inp])).logits[0, -n:], dim=-1)
+    return float(logp.gather(-1, torch.tensor(req.targets)[:, None]).sum(dtype=torch.float64))
 
 
 def main() -> None:
@@ -57,12 +58,11 @@ def main() -> None:
         gaps = [abs(x[0] - y[0]) for x, y in zip(a, b, strict=True)]
         for i in sorted(range(len(gaps)), key=gaps.__getitem__, reverse=True)[: args.worst]:
             context, continuation = stock[name].arguments[i]
-            ctx, cont = encoder._encode_pair(context, continuation)
-            ids = (ctx + cont)[-(encoder.max_length + 1) :]  # stock's left truncation
-            truth = continuation_logprob(model64, ids, len(cont))
-            fp32 = continuation_logprob(model, ids, len(cont))
+            req = to_request(i, *encoder._encode_pair(context, continuation), encoder.max_length)
+            truth = continuation_logprob(model64, req)
+            fp32 = continuation_logprob(model, req)
             print(
-                f"{name:10s} {i:4d} {len(cont):6d} {truth:10.4f} {a[i][0] - b[i][0]:12.2e} "
+                f"{name:10s} {i:4d} {len(req.targets):6d} {truth:10.4f} {a[i][0] - b[i][0]:12.2e} "
                 f"{a[i][0] - truth:10.2e} {b[i][0] - truth:11.2e} {fp32 - truth:15.2e}",
                 flush=True,
             )
