@@ -155,7 +155,8 @@ def plan_batches(
     head_cost: float = 0.0,
     max_rows: int = 256,
 ) -> list[list[Packed]]:
-    """``rows``, sorted longest first, cut into model calls that run the fewest positions.
+    """``rows`` (any order: sorted here, longest first) cut into model calls that run the fewest
+    positions.
 
     A call of k rows runs k x (its longest row) decoder positions (right padding) and k x (its
     most scored positions) LM-head positions, each costing ``head_cost`` decoder positions, plus
