@@ -19,6 +19,7 @@ from layerprune.config import validate
 from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
 from layerprune.evaluate.perplexity import perplexity
 from layerprune.evaluate.prefix_plan import (
+    ALIGN,
     Packed,
     group_requests,
     pack,
@@ -185,6 +186,27 @@ def test_sliding_window_without_layer_types(task_requests):
     assert shared._cache_ok
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_aligned_options_score_as_stock(family):
+    """Rows with gap tokens (long options aligned, see ``prefix_plan``): the gaps are masked
+    from every option, so each answer is still stock's (Gemma3: sliding layers too)."""
+    model, tok = _variant(family, "plain")
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(3, 200, (n,), generator=g).tolist()  # noqa: E731
+    tokens = []
+    for ctx in (ids(20), ids(37)):
+        tokens += [(None, ctx, ids(n)) for n in (40, 33, 3, 50)]
+    stock, shared = CountingLM(**_kw(model, tok)), SharedPrefixLM(**_kw(model, tok))
+    groups = group_requests(
+        [to_request(i, c, x, shared.max_length) for i, (_, c, x) in enumerate(tokens)]
+    )
+    assert all(-1 in pack(grp, 0).segment for grp in groups)  # gaps in every row
+    a, b = stock._loglikelihood_tokens(tokens), shared._loglikelihood_tokens(tokens)
+    assert max(abs(x[0] - y[0]) for x, y in zip(a, b, strict=True)) <= 1e-4
+    assert [x[1] for x in a] == [y[1] for y in b]
+    assert shared._cache_ok
+
+
 def test_plan_shares_prefixes_and_rows():
     """Options of one question form one group; equal model inputs are one row; a chunk holds
     questions whose prefix is shared; a question shares nothing joins the others' batch."""
@@ -233,6 +255,32 @@ def test_pack_puts_options_after_their_context():
         (3, 1, [1]),
     ]
     assert row.scored == 3
+
+
+def test_pack_aligns_long_options_like_stock():
+    """Options of ALIGN_MIN tokens or more start a multiple of ALIGN past their context (as in
+    stock's row, so attention sums their keys in the same SIMD lanes), behind masked gap
+    tokens; the order needs the fewest gaps; short options are packed tight."""
+    ctx = [5, 6, 7]
+    options = [list(range(100, 140)), list(range(200, 233)), [9, 9, 9]]  # 40, 33, 3 scored
+    (group,) = group_requests([to_request(i, ctx, o, 1000) for i, o in enumerate(options)])
+    row = pack(group, prefix=1)
+    tail = len(group.context) - 1  # context (5, 6): 7 is the first scored position's input
+    starts = {rs[0].index: start - tail for start, _, rs in row.options}
+    assert starts[0] % ALIGN == 0 and starts[1] % ALIGN == 0
+    gaps = [i for i, s in enumerate(row.segment) if s == -1]
+    # the fewest: 40 tokens, then the 3 (end 43), 5 gap tokens, the 33 at 48 (40, 33 first: 8)
+    assert len(gaps) == 5 and [n for _, n, _ in row.options] == [40, 3, 33]
+    for start, n, rs in row.options:  # each option's tokens are its own, under its segment
+        assert row.tokens[start : start + n] == rs[0].scored
+        assert (
+            set(row.segment[start : start + n]) == {row.segment[start]} and row.segment[start] > 0
+        )
+    assert all(row.tokens[i] == 0 for i in gaps)
+    # short options only: as before, no gaps
+    short = group_requests([to_request(i, ctx, [i + 1] * 5, 1000) for i in range(3)])
+    assert -1 not in pack(short[0], prefix=1).segment
+    assert pack(group, prefix=1, align=0).segment.count(-1) == 0
 
 
 def _row(length: int, scored: int) -> Packed:

@@ -11,11 +11,21 @@ log-probabilities of its last ``len(targets)`` positions are scored. Everything 
 positions is the request's *context* in this module's sense (the tokens that only need a KV
 cache, never the LM head). Requests with equal contexts form a group (the options of one
 question); requests with equal ``inp`` are scored from one model row (MMLU's " A"/" B"/...).
+
+Rounding: stock runs each option right after its context; in a packed row an option follows its
+siblings, so its keys sit at other indices. Float32 attention on CPU sums over keys in 16-wide
+SIMD lanes, so a shift that is not a multiple of 16 rounds differently (up to 1.1e-4 on PIQA's
+60-token options, measured in ``benchmarks/README.md``). Options of ``ALIGN_MIN`` tokens or more
+therefore start a multiple of ``ALIGN`` tokens past their context, after masked gap tokens.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
+
+ALIGN = 16  # float32 SIMD lanes (AVX-512); a multiple of 8 (AVX2) and 4 (NEON) as well
+ALIGN_MIN = 32  # shorter options round little: not worth up to 15 gap tokens each
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,10 @@ class Chunk:
 class Packed:
     """One group as one model row: its context past the shared prefix, then each of its
     scored rows (the options), all options after the context. ``segment`` says what each
-    token belongs to (0: context, j: option j), ``position`` its position past the prefix
-    (every option continues from the end of the context); an option sees the context and
-    itself only (a tree mask). ``options``: (first index in the row, length, requests)."""
+    token belongs to (0: context, j: option j, -1: a gap before an aligned option, masked like
+    padding), ``position`` its position past the prefix (every option continues from the end of
+    the context); an option sees the context and itself only (a tree mask). ``options``:
+    (first index in the row, length, requests)."""
 
     tokens: tuple[int, ...]
     segment: tuple[int, ...]
@@ -110,12 +121,31 @@ class Packed:
         return sum(n for _, n, _ in self.options)
 
 
-def pack(group: Group, prefix: int) -> Packed:
-    """``group`` as one row after its first ``prefix`` context tokens (see ``Packed``)."""
+def _gaps(lengths: list[int], align: int, align_min: int) -> list[int]:
+    """Gap before each option (in this order) so that options of ``align_min`` tokens or more
+    start a multiple of ``align`` past the context (the first one does already)."""
+    gaps, end = [], 0
+    for n in lengths:
+        gaps.append((-end) % align if end and align and n >= align_min else 0)
+        end += gaps[-1] + n
+    return gaps
+
+
+def pack(group: Group, prefix: int, align: int = ALIGN, align_min: int = ALIGN_MIN) -> Packed:
+    """``group`` as one row after its first ``prefix`` context tokens (see ``Packed``); the
+    options in the order (of up to 6) that needs the fewest gap tokens, else as given."""
     tail = group.context[prefix:]
+    items = list(group.rows.items())
+    if align and 1 < len(items) <= 6 and any(len(s) >= align_min for s, _ in items):
+        cost = lambda o: sum(_gaps([len(s) for s, _ in o], align, align_min))  # noqa: E731
+        items = list(min(itertools.permutations(items), key=cost))
     tokens, segment, position = list(tail), [0] * len(tail), list(range(len(tail)))
     options = []
-    for j, (scored, reqs) in enumerate(group.rows.items(), start=1):
+    gaps = _gaps([len(s) for s, _ in items], align, align_min)
+    for j, ((scored, reqs), gap) in enumerate(zip(items, gaps, strict=True), start=1):
+        tokens += [0] * gap
+        segment += [-1] * gap
+        position += [len(tail)] * gap
         options.append((len(tokens), len(scored), reqs))
         tokens += scored
         segment += [j] * len(scored)

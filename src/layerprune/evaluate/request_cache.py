@@ -19,7 +19,7 @@ from typing import Any
 
 from layerprune import atomic, paths
 
-CACHE_VERSION = 1  # bump when scoring changes what a request's answer is
+CACHE_VERSION = 2  # bump when scoring changes what a request's answer is (2: aligned options)
 
 
 def cache_prefix(identity: dict[str, Any], scoring: str, max_length: int) -> Path:

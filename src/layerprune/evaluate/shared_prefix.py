@@ -5,7 +5,8 @@ float32 rounding), faster: lm-eval runs every option of a question, and every fe
 from the first token. Here requests are sorted by their tokens and planned by ``prefix_plan``:
 a batch-1 KV cache holds the prefix a chunk of questions shares (cropped for the next chunk,
 never recomputed); each question is one packed row on top of it (its context once, then all
-its options, each option masked from its siblings: a tree mask), rows run in length-sorted
+its options, each option masked from its siblings: a tree mask; long options start 16-aligned
+after masked gap tokens, so attention rounds them as stock does), rows run in length-sorted
 batches cut to run the fewest positions (padding vs calls), and the LM head runs only on
 scored positions (``logits_to_keep``).
 ``loglikelihood_rolling`` and generation stay stock. A model whose forward cannot continue a
