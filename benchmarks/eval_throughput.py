@@ -63,13 +63,16 @@ def fastest_batch_sizes(model, tok, tasks, probe_limit: int) -> dict[str, int]:
 
 
 def compare_scorers(model, tok, tasks, best: dict[str, int]) -> None:
-    """Stock (each task at its fastest batch size) then shared, each suite in one call (lm-eval's
-    task index is built once per call, ~11 s, outside the per-task times)."""
+    """Per task, stock (at its fastest batch size) then shared, back to back: this machine's
+    speed drifts by 10-20% over minutes, so each pair is timed close together (lm-eval's task
+    index is built once per call, ~15 s, outside the per-task times)."""
     stock: dict[str, TaskResult] = {}
-    for bs in sorted(set(best.values())):
-        picked = [t for t in tasks if best[t[0]] == bs]
-        stock.update(evaluate_tasks(model, tok, picked, scoring="stock", batch_size=bs))
-    shared = evaluate_tasks(model, tok, tasks, scoring="shared")
+    shared: dict[str, TaskResult] = {}
+    for task in tasks:
+        name = task[0]
+        stock.update(evaluate_tasks(model, tok, [task], scoring="stock", batch_size=best[name]))
+        shared.update(evaluate_tasks(model, tok, [task], scoring="shared"))
+        print(f"  {name}: stock {stock[name].seconds:.1f} s, shared {shared[name].seconds:.1f} s")
     print(
         f"{'task':15s} {'items':>5s} {'bs':>3s} {'stock s':>8s} {'shared s':>8s} {'ratio':>6s} "
         f"{'acc(/norm) stock':>18s} {'acc(/norm) shared':>18s} {'max|dLL|':>9s} greedy"
