@@ -13,10 +13,11 @@ cache, never the LM head). Requests with equal contexts form a group (the option
 question); requests with equal ``inp`` are scored from one model row (MMLU's " A"/" B"/...).
 
 Rounding: stock runs each option right after its context; in a packed row an option follows its
-siblings, so its keys sit at other indices. Float32 attention on CPU sums over keys in 16-wide
-SIMD lanes, so a shift that is not a multiple of 16 rounds differently (up to 1.1e-4 on PIQA's
-60-token options, measured in ``benchmarks/README.md``). Options of ``ALIGN_MIN`` tokens or more
-therefore start a multiple of ``ALIGN`` tokens past their context, after masked gap tokens.
+siblings, so its keys sit at other indices. Float32 attention (SDPA on an AVX-512 CPU) gives
+bitwise the same output for keys shifted by a multiple of 16 and rounds differently otherwise
+(``benchmarks/attention_alignment.py``): up to 1.1e-4 on PIQA's long options. Options of
+``ALIGN_MIN`` tokens or more therefore start a multiple of ``ALIGN`` tokens past their context,
+after masked gap tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-ALIGN = 16  # float32 SIMD lanes (AVX-512); a multiple of 8 (AVX2) and 4 (NEON) as well
+ALIGN = 16  # measured on AVX-512 (16 float32 lanes); also a multiple of narrower SIMD widths
 ALIGN_MIN = 32  # shorter options round little: not worth up to 15 gap tokens each
 
 
