@@ -106,3 +106,20 @@ def test_smollm2_says_paris(smollm2):
     out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     completion = tok.decode(out[0, ids.input_ids.shape[1] :])
     assert completion.startswith(" Paris"), completion
+
+
+def test_asset_identity_is_what_was_built_not_when(tmp_path):
+    """Rebuilding an asset (another ``built_s``) keeps its identity, so its request and scan
+    caches stay valid; other weights (another file hash) change it."""
+    from layerprune.config import ModelSource
+    from layerprune.models.load import _identity
+
+    cfg = ModelConfig(name="x", source=ModelSource.asset, id="x")
+    manifest = {"name": "x", "file_sha256": "aa", "built_s": 35.4}
+
+    def identity(**changes) -> str:
+        (tmp_path / "asset.json").write_text(json.dumps({**manifest, **changes}))
+        return _identity(cfg, tmp_path)
+
+    assert identity() == identity(built_s=12.0)
+    assert identity() != identity(file_sha256="bb")

@@ -76,8 +76,11 @@ def _identity(cfg: ModelConfig, folder: Path | None) -> str:
     if cfg.source == ModelSource.hub:
         return f"hub:{cfg.id}@{cfg.revision or 'main'}"
     if cfg.source == ModelSource.asset:
-        manifest = (folder / "asset.json").read_bytes()
-        return f"asset:{cfg.id}:{hashlib.sha256(manifest).hexdigest()[:16]}"
+        # what was built, not how long it took: a rebuild of the same files keeps the identity
+        manifest = json.loads((folder / "asset.json").read_text())
+        manifest.pop("built_s", None)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        return f"asset:{cfg.id}:{digest[:16]}"
     stats = sorted(
         (p.name, p.stat().st_size, int(p.stat().st_mtime))
         for g in WEIGHT_GLOBS
