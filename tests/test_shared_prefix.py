@@ -3,6 +3,7 @@ chunked perplexity equals the whole-logits computation."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import tempfile
 from pathlib import Path
@@ -20,7 +21,9 @@ from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
 from layerprune.evaluate.perplexity import perplexity
 from layerprune.evaluate.prefix_plan import (
     ALIGN,
+    ALIGN_MIN,
     Packed,
+    _layout,
     group_requests,
     pack,
     plan_batches,
@@ -28,6 +31,7 @@ from layerprune.evaluate.prefix_plan import (
     to_request,
 )
 from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
+from layerprune.models.adapter import output_logits
 from layerprune.models.load import load_model
 from layerprune.surgery.blocks import remove_blocks
 from layerprune.surgery.sublayers import prune_sublayers
@@ -200,11 +204,31 @@ def test_aligned_options_score_as_stock(family):
     groups = group_requests(
         [to_request(i, c, x, shared.max_length) for i, (_, c, x) in enumerate(tokens)]
     )
-    assert all(-1 in pack(grp, 0).segment for grp in groups)  # gaps in every row
+    assert all(pack(grp, 0).gaps for grp in groups)  # gaps in every row
     a, b = stock._loglikelihood_tokens(tokens), shared._loglikelihood_tokens(tokens)
     assert max(abs(x[0] - y[0]) for x, y in zip(a, b, strict=True)) <= 1e-4
     assert [x[1] for x in a] == [y[1] for y in b]
     assert shared._cache_ok
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_head_buffers_give_the_heads_own_log_probs(family):
+    """The LM head into kept buffers (float32, no peft head) gives bitwise what the model's
+    head and a log-softmax give (Gemma3: with its final soft-capping), also for fewer rows
+    than the matmul is run on, and the next call reuses the buffers."""
+    model, tok = _variant(family, "plain")
+    if family == "gemma3_text":
+        model.config.final_logit_softcapping = 3.0
+    lm = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=16, device="cpu")
+    assert lm._plain_head
+    hidden = torch.randn(40, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.log_softmax(output_logits(model, hidden), dim=-1)
+    assert torch.equal(lm._log_probs(hidden), expected)
+    buffer = lm._buffers[1].data_ptr()
+    assert torch.equal(lm._log_probs(hidden[:20]), expected[:20])
+    assert torch.equal(lm._log_probs(hidden[:3]), expected[:3])  # run as MIN_CALL_TOKENS rows
+    assert lm._buffers[1].data_ptr() == buffer
 
 
 def test_plan_shares_prefixes_and_rows():
@@ -242,93 +266,92 @@ def test_plan_shares_prefixes_and_rows():
     assert truncated.inp == tuple(range(41, 50)) + (60,) and truncated.start == 8
 
 
-def test_pack_puts_options_after_their_context():
-    """One packed row: the context past the prefix, then each option at the positions that
-    follow the context (siblings restart there)."""
-    reqs = [to_request(0, [5, 6, 7, 8], [1, 2], 100), to_request(1, [5, 6, 7, 8], [3], 100)]
-    (group,) = group_requests(reqs)
-    row = pack(group, prefix=2)
-    assert row.tokens == (7, 8, 1, 8)  # context (5, 6 cached) 7; options (8, 1) and (8,)
-    assert row.segment == (0, 1, 1, 2) and row.position == (0, 1, 2, 1)
-    assert [(start, n, [r.index for r in rs]) for start, n, rs in row.options] == [
-        (1, 2, [0]),
-        (3, 1, [1]),
-    ]
-    assert row.scored == 3
+def test_pack_runs_what_options_share_once():
+    """One packed row: the context past the prefix, then the options as a token trie: each
+    option adds only the tokens it does not share with an earlier one, at the positions that
+    follow what it shares, and reads the shared ones where they already are."""
+    ctx = [5, 6, 7]
+    options = [[1, 2, 3, 4, 5], [1, 2, 3, 9, 9], [1, 2], [1, 2, 3, 4, 5, 6]]
+    (group,) = group_requests([to_request(i, ctx, o, 100) for i, o in enumerate(options)])
+    row = pack(group, prefix=1)
+    # context (5 cached) 6; 7 is every option's first scored input, then 1 2 3 4 (option 0);
+    # option 1 adds 9 after its 7 1 2 3, option 3 adds 5 after 7 1 2 3 4, option 2 adds none
+    assert row.tokens == (6, 7, 1, 2, 3, 4, 9, 5)
+    assert row.position == (0, 1, 2, 3, 4, 5, 5, 6)
+    assert row.runs == ((0, 1, -1), (1, 5, 0), (6, 1, 4), (7, 1, 5))
+    paths = {rs[0].index: path for path, rs in row.options}
+    assert paths == {0: (1, 2, 3, 4, 5), 1: (1, 2, 3, 4, 6), 2: (1, 2), 3: (1, 2, 3, 4, 5, 7)}
+    for path, rs in row.options:  # each option's scored inputs, read along its path
+        assert tuple(row.tokens[k] for k in path) == rs[0].scored
+        assert [row.position[k] for k in path] == list(range(1, 1 + len(path)))
+    assert row.scored == 7 and row.gaps == 0 and not row.chain
+    (alone,) = group_requests([to_request(0, ctx, [1, 2], 100)])
+    assert pack(alone, prefix=1).chain  # one option: one causal sequence, no tree mask
 
 
 def test_pack_aligns_long_options_like_stock():
-    """Options of ALIGN_MIN tokens or more start a multiple of ALIGN past their context (as in
-    stock's row, so attention sums their keys in the same SIMD lanes), behind masked gap
-    tokens; the order needs the fewest gaps; short options are packed tight."""
+    """Every scored token of an option of ALIGN_MIN tokens or more sits a multiple of ALIGN
+    from its index in stock's row (so attention sums its keys in the same SIMD lanes), behind
+    masked gap tokens, also where it reads tokens another option added; the order needs the
+    fewest gaps; short options are packed tight."""
     ctx = [5, 6, 7]
-    options = [list(range(100, 140)), list(range(200, 233)), [9, 9, 9]]  # 40, 33, 3 scored
+    a = list(range(100, 140))
+    options = [a, a[:20] + list(range(200, 213)), [9, 9, 9], list(range(300, 350))]
     (group,) = group_requests([to_request(i, ctx, o, 1000) for i, o in enumerate(options)])
     row = pack(group, prefix=1)
     tail = len(group.context) - 1  # context (5, 6): 7 is the first scored position's input
-    starts = {rs[0].index: start - tail for start, _, rs in row.options}
-    assert starts[0] % ALIGN == 0 and starts[1] % ALIGN == 0
-    gaps = [i for i, s in enumerate(row.segment) if s == -1]
-    # the fewest: 40 tokens, then the 3 (end 43), 5 gap tokens, the 33 at 48 (40, 33 first: 8)
-    assert len(gaps) == 5 and [n for _, n, _ in row.options] == [40, 3, 33]
-    for start, n, rs in row.options:  # each option's tokens are its own, under its segment
-        assert row.tokens[start : start + n] == rs[0].scored
-        assert (
-            set(row.segment[start : start + n]) == {row.segment[start]} and row.segment[start] > 0
-        )
-    assert all(row.tokens[i] == 0 for i in gaps)
-    # short options only: as before, no gaps
-    short = group_requests([to_request(i, ctx, [i + 1] * 5, 1000) for i in range(3)])
-    assert -1 not in pack(short[0], prefix=1).segment
-    assert pack(group, prefix=1, align=0).segment.count(-1) == 0
-
-
-def _row(length: int, scored: int) -> Packed:
-    return Packed((1,) * length, (0,) * length, tuple(range(length)), ((0, scored, []),))
-
-
-def _plan_cost(calls, call_tokens: int, head_cost: float) -> float:
-    return sum(
-        len(c) * len(c[0].tokens) + head_cost * len(c) * max(r.scored for r in c) + call_tokens
-        for c in calls
+    in_runs = {k for start, n, _ in row.runs for k in range(start, start + n)}
+    for path, rs in row.options:
+        assert tuple(row.tokens[k] for k in path) == rs[0].scored
+        if len(path) >= ALIGN_MIN:
+            assert all((k - tail - t) % ALIGN == 0 for t, k in enumerate(path))
+    assert row.gaps and all(row.tokens[k] == 0 for k in range(len(row.tokens)) if k not in in_runs)
+    fewest = min(
+        sum(_layout([s for s, _ in order], ALIGN, ALIGN_MIN)[2])
+        for order in itertools.permutations(group.rows.items())
     )
+    assert row.gaps == fewest
+    assert row.scored == 40 + 12 + 2 + 49  # shared: 7 (all), 7 + a[:20] (the first two)
+    # short options only: no gaps
+    short = group_requests([to_request(i, ctx, [i + 1] * 5, 1000) for i in range(3)])
+    assert pack(short[0], prefix=1).gaps == 0
+    assert pack(group, prefix=1, align=0).gaps == 0
+
+
+def _row(length: int) -> Packed:
+    return Packed((1,) * length, tuple(range(length)), ((0, length, -1),), ())
+
+
+def _plan_cost(calls, call_tokens: int) -> float:
+    return sum(len(c) * len(c[0].tokens) + call_tokens for c in calls)
 
 
 def test_plan_batches_runs_the_fewest_positions():
     """The cut equals the best of every cut of the sorted rows into consecutive calls (brute
-    force), keeps each row once, longest first, and stays within the caps."""
+    force), keeps each row once, longest first, and stays within the cap."""
     rng = random.Random(0)
     for _ in range(40):
-        rows = [_row(rng.randint(1, 60), rng.randint(1, 5)) for _ in range(rng.randint(1, 8))]
-        tokens, head, call = (
-            rng.choice([64, 128, 1000]),
-            rng.choice([6, 12, 100]),
-            rng.randint(0, 30),
-        )
-        calls = plan_batches(rows, tokens, head, call, head_cost=0.5)
+        rows = [_row(rng.randint(1, 60)) for _ in range(rng.randint(1, 8))]
+        tokens, call = rng.choice([64, 128, 1000]), rng.randint(0, 30)
+        calls = plan_batches(rows, tokens, call)
         flat = [r for c in calls for r in c]
         assert sorted(map(id, flat)) == sorted(map(id, rows))
         assert [len(r.tokens) for r in flat] == sorted((len(r.tokens) for r in rows), reverse=True)
-        assert all(_fits(c, tokens, head) for c in calls)
+        assert all(_fits(c, tokens) for c in calls)
         ordered = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
         best = min(
-            _plan_cost(cut, call, 0.5)
-            for cut in _cuts(ordered)
-            if all(_fits(c, tokens, head) for c in cut)
+            _plan_cost(cut, call) for cut in _cuts(ordered) if all(_fits(c, tokens) for c in cut)
         )
-        assert _plan_cost(calls, call, 0.5) == pytest.approx(best)
+        assert _plan_cost(calls, call) == pytest.approx(best)
     # padding costs what it pads: a long row and a short one run apart unless a call costs more
-    long, short = _row(100, 1), _row(10, 1)
-    assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=20)] == [1, 1]
-    assert [len(c) for c in plan_batches([short, long], 1024, 100, call_tokens=200)] == [2]
+    long, short = _row(100), _row(10)
+    assert [len(c) for c in plan_batches([short, long], 1024, call_tokens=20)] == [1, 1]
+    assert [len(c) for c in plan_batches([short, long], 1024, call_tokens=200)] == [2]
 
 
-def _fits(call, tokens: int, head: int) -> bool:
-    """A call within the padded-token and head-position caps (a row alone always fits)."""
-    return len(call) == 1 or (
-        len(call) * len(call[0].tokens) <= tokens
-        and len(call) * max(r.scored for r in call) <= head
-    )
+def _fits(call, tokens: int) -> bool:
+    """A call within the padded-token cap (a row alone always fits)."""
+    return len(call) == 1 or len(call) * len(call[0].tokens) <= tokens
 
 
 def _cuts(rows):
@@ -345,8 +368,8 @@ def _cuts(rows):
 def test_request_cache_never_scores_twice(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERPRUNE_EVAL_CACHE", str(tmp_path / "cache"))
     lm = load_model(tiny_config("qwen2"))
-    calls = []
-    lm.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    calls = []  # decoder forwards: both scorers run every position through it
+    lm.model.get_decoder().register_forward_pre_hook(lambda *a: calls.append(1))
     identity = {"base": lm.identity, "removed_blocks": []}
     tasks = [("arc_easy", 0, 4)]
     first = evaluate_tasks(lm.model, lm.tokenizer, tasks, cache_identity=identity)["arc_easy"]
@@ -397,16 +420,22 @@ def test_chunked_perplexity_equals_whole_logits(family):
 
 
 @needs_data
-def test_model_that_cannot_continue_a_cache_falls_back_to_stock(task_requests, caplog):
-    """A forward that ignores the cache (here: drops it) is caught on the first request; every
-    answer then comes from stock's own path, and a log line says so."""
+@pytest.mark.parametrize("drops", ["cache", "mask"])
+def test_model_that_cannot_continue_a_cache_falls_back_to_stock(drops, task_requests, caplog):
+    """A decoder forward that ignores the cache (here: drops it, an error) or the tree mask
+    (wrong numbers, no error) is caught on the first request; every answer then comes from
+    stock's own path, and a log line says so."""
     model, tok = _variant("llama", "plain")
-    forward = model.forward
+    decoder = model.get_decoder()
+    forward = decoder.forward
 
     def no_cache(*args, past_key_values=None, cache=None, position_ids=None, **kwargs):
         return forward(*args, **kwargs)
 
-    model.forward = no_cache
+    def no_mask(*args, attention_mask=None, **kwargs):
+        return forward(*args, **kwargs)
+
+    decoder.forward = no_cache if drops == "cache" else no_mask
     stock, shared = CountingLM(**_kw(model, tok)), SharedPrefixLM(**_kw(model, tok))
     requests = task_requests[:12]
     with caplog.at_level("WARNING", logger="layerprune.evaluate.shared_prefix"):

@@ -1,8 +1,9 @@
 """How the shared-prefix scorer orders and batches lm-eval's log-likelihood requests.
 
 Pure Python (no torch): requests -> groups (requests with one context) -> chunks (groups that
-share a cached prefix and run together) -> one packed row per group (its context, then all its
-options, under a tree mask) -> batches of rows, one model call each. ``evaluate/shared_prefix.py``
+share a cached prefix and run together) -> one packed row per group (its context, then its
+options as a token trie: what options share, such as PIQA's two near-identical solutions, runs
+once; under a tree mask) -> batches of rows, one decoder call each. ``evaluate/shared_prefix.py``
 executes the plan.
 
 A request is what stock ``HFLM._loglikelihood_tokens`` feeds the model: ``inp`` = (context +
@@ -12,12 +13,12 @@ positions is the request's *context* in this module's sense (the tokens that onl
 cache, never the LM head). Requests with equal contexts form a group (the options of one
 question); requests with equal ``inp`` are scored from one model row (MMLU's " A"/" B"/...).
 
-Rounding: stock runs each option right after its context; in a packed row an option follows its
-siblings, so its keys sit at other indices. Float32 attention (SDPA on an AVX-512 CPU) gives
-bitwise the same output for keys shifted by a multiple of 16 and rounds differently otherwise
-(``benchmarks/attention_alignment.py``): up to 1.1e-4 on PIQA's long options. Options of
-``ALIGN_MIN`` tokens or more therefore start a multiple of ``ALIGN`` tokens past their context,
-after masked gap tokens.
+Rounding: stock runs each option right after its context; in a packed row an option's own
+tokens follow its siblings', so their keys sit at other indices. Float32 attention (SDPA on an
+AVX-512 CPU) gives bitwise the same output for keys shifted by a multiple of 16 and rounds
+differently otherwise (``benchmarks/attention_alignment.py``): up to 1.1e-4 on PIQA's long
+options. The runs that an option of ``ALIGN_MIN`` tokens or more reads therefore start at a
+multiple of ``ALIGN`` tokens from where stock has their first token, after masked gap tokens.
 """
 
 from __future__ import annotations
@@ -104,32 +105,71 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Packed:
-    """One group as one model row: its context past the shared prefix, then each of its
-    scored rows (the options), all options after the context. ``segment`` says what each
-    token belongs to (0: context, j: option j, -1: a gap before an aligned option, masked like
-    padding), ``position`` its position past the prefix (every option continues from the end of
-    the context); an option sees the context and itself only (a tree mask). ``options``:
-    (first index in the row, length, requests)."""
+    """One group as one model row: its context past the shared prefix, then its options as a
+    token trie. Each option adds only the scored tokens it does not share with an earlier
+    option of the row (a *run*); the tokens it shares are read from the earlier runs.
+
+    ``runs``: ``(start, length, parent)`` per run, the context first: a run's first token
+    continues the sequence after row index ``parent`` (-1: after the shared prefix), each
+    later token the one before it; a token sees the prefix, its run's parent chain and its run
+    up to itself (a tree mask). Tokens in no run are gaps before an aligned run (masked like
+    padding). ``position``: each token's position past the prefix. ``options``: per distinct
+    scored input, the row indices of its scored positions and its requests.
+    """
 
     tokens: tuple[int, ...]
-    segment: tuple[int, ...]
     position: tuple[int, ...]
-    options: tuple[tuple[int, int, list[Request]], ...]
+    runs: tuple[tuple[int, int, int], ...]
+    options: tuple[tuple[tuple[int, ...], list[Request]], ...]
 
     @property
     def scored(self) -> int:
-        """Positions of the row the LM head runs on."""
-        return sum(n for _, n, _ in self.options)
+        """Positions of the row the LM head runs on (shared ones once)."""
+        return sum(n for _, n, _ in self.runs[1:])
+
+    @property
+    def gaps(self) -> int:
+        return len(self.tokens) - sum(n for _, n, _ in self.runs)
+
+    @property
+    def chain(self) -> bool:
+        """One causal sequence (context, then one option): needs no tree mask."""
+        return len(self.runs) <= 2 and self.gaps == 0
 
 
-def _gaps(lengths: list[int], align: int, align_min: int) -> list[int]:
-    """Gap before each option (in this order) so that options of ``align_min`` tokens or more
-    start a multiple of ``align`` past the context (the first one does already)."""
+def _sharing(scored: list[tuple[int, ...]]) -> list[tuple[int, int]]:
+    """Per option (in this order): the earlier option it shares the longest prefix with and
+    that length, ``(-1, 0)`` if none. The options' new tokens are the trie's nodes, whatever
+    the order."""
+    out = []
+    for j, s in enumerate(scored):
+        best = max(((common_prefix(s, scored[a]), a) for a in range(j)), default=(0, -1))
+        out.append((best[1], best[0]) if best[0] else (-1, 0))
+    return out
+
+
+def _layout(scored: list[tuple[int, ...]], align: int, align_min: int):
+    """How the options (in this order) share and where their runs go: ``_sharing``; per
+    option its path, an (option, offset) pair per scored token naming the run that holds it;
+    and the gap before its run. A run is aligned (its first token a multiple of ``align`` past
+    where stock has that token, counted from the context's end) when an option of
+    ``align_min`` tokens or more reads it."""
+    share = _sharing(scored)
+    paths: list[list[tuple[int, int]]] = []
+    for j, s in enumerate(scored):
+        a, c = share[j]
+        paths.append((paths[a][:c] if c else []) + [(j, t) for t in range(c, len(s))])
+    need = [False] * len(scored)
+    for j, s in enumerate(scored):
+        if align and len(s) >= align_min:
+            for run, _ in paths[j]:
+                need[run] = True
     gaps, end = [], 0
-    for n in lengths:
-        gaps.append((-end) % align if end and align and n >= align_min else 0)
-        end += gaps[-1] + n
-    return gaps
+    for j, s in enumerate(scored):
+        c = share[j][1]
+        gaps.append((c - end) % align if need[j] and c < len(s) else 0)
+        end += gaps[-1] + len(s) - c
+    return share, paths, gaps
 
 
 def pack(group: Group, prefix: int, align: int = ALIGN, align_min: int = ALIGN_MIN) -> Packed:
@@ -138,20 +178,32 @@ def pack(group: Group, prefix: int, align: int = ALIGN, align_min: int = ALIGN_M
     tail = group.context[prefix:]
     items = list(group.rows.items())
     if align and 1 < len(items) <= 6 and any(len(s) >= align_min for s, _ in items):
-        cost = lambda o: sum(_gaps([len(s) for s, _ in o], align, align_min))  # noqa: E731
+        cost = lambda o: sum(_layout([s for s, _ in o], align, align_min)[2])  # noqa: E731
         items = list(min(itertools.permutations(items), key=cost))
-    tokens, segment, position = list(tail), [0] * len(tail), list(range(len(tail)))
-    options = []
-    gaps = _gaps([len(s) for s, _ in items], align, align_min)
-    for j, ((scored, reqs), gap) in enumerate(zip(items, gaps, strict=True), start=1):
+    scored = [s for s, _ in items]
+    share, paths, gaps = _layout(scored, align, align_min)
+    tokens, position = list(tail), list(range(len(tail)))
+    runs = [(0, len(tail), -1)]
+    start: list[int] = []  # row index of each option's run
+
+    def row(o: int, t: int) -> int:
+        """Row index of option ``o``'s scored token ``t`` (in ``o``'s run)."""
+        return start[o] + t - share[o][1]
+
+    for j, s in enumerate(scored):
+        (a, c), gap = share[j], gaps[j]
         tokens += [0] * gap
-        segment += [-1] * gap
         position += [len(tail)] * gap
-        options.append((len(tokens), len(scored), reqs))
-        tokens += scored
-        segment += [j] * len(scored)
-        position += range(len(tail), len(tail) + len(scored))
-    return Packed(tuple(tokens), tuple(segment), tuple(position), tuple(options))
+        start.append(len(tokens))
+        if c < len(s):
+            parent = row(*paths[a][c - 1]) if c else len(tail) - 1
+            runs.append((len(tokens), len(s) - c, parent))
+            tokens += s[c:]
+            position += range(len(tail) + c, len(tail) + len(s))
+    options = tuple(
+        (tuple(row(o, t) for o, t in paths[j]), reqs) for j, (_, reqs) in enumerate(items)
+    )
+    return Packed(tuple(tokens), tuple(position), tuple(runs), options)
 
 
 def plan_chunks(groups: list[Group], join_tokens: int) -> list[Chunk]:
@@ -179,35 +231,28 @@ def plan_chunks(groups: list[Group], join_tokens: int) -> list[Chunk]:
 
 
 def plan_batches(
-    rows: list[Packed],
-    max_tokens: int,
-    max_head: int,
-    call_tokens: int,
-    head_cost: float = 0.0,
-    max_rows: int = 256,
+    rows: list[Packed], max_tokens: int, call_tokens: int, max_rows: int = 256
 ) -> list[list[Packed]]:
-    """``rows`` (any order: sorted here, longest first) cut into model calls that run the fewest
-    positions.
+    """``rows`` (any order: sorted here, longest first) cut into decoder calls that run the
+    fewest positions.
 
-    A call of k rows runs k x (its longest row) decoder positions (right padding) and k x (its
-    most scored positions) LM-head positions, each costing ``head_cost`` decoder positions, plus
-    ``call_tokens`` for the call itself (what a call costs whatever its size: per-layer overhead,
-    reading the LM head's weights). Filling every call to ``max_tokens`` pads short rows up to
-    the longest (8% more positions on the benchmark suite); one call per row pays
-    ``call_tokens`` each time. The best cut of the sorted rows into consecutive runs, by dynamic
-    programming, within ``max_tokens`` padded tokens, ``max_head`` head positions and
-    ``max_rows`` rows per call (a row alone always fits).
+    A call of k rows runs k x (its longest row) positions (right padding) plus ``call_tokens``
+    for the call itself (what a call costs whatever its size: per-layer overhead). Filling
+    every call to ``max_tokens`` pads short rows up to the longest (8% more positions on the
+    benchmark suite); one call per row pays ``call_tokens`` each time. The best cut of the
+    sorted rows into consecutive runs, by dynamic programming, within ``max_tokens`` padded
+    tokens and ``max_rows`` rows per call (a row alone always fits). The LM head is not part
+    of a call: it runs on the scored positions of many calls at once.
     """
     rows = sorted(rows, key=lambda r: len(r.tokens), reverse=True)
     best = [0.0] + [float("inf")] * len(rows)  # best[i]: cost of running rows[:i]
     start = [0] * (len(rows) + 1)  # where the last call of that plan starts
     for i in range(1, len(rows) + 1):
-        most = 0
         for j in range(i - 1, max(i - max_rows, 0) - 1, -1):  # last call: rows[j:i]
-            k, most = i - j, max(most, rows[j].scored)
-            if k > 1 and (k * len(rows[j].tokens) > max_tokens or k * most > max_head):
+            k = i - j
+            if k > 1 and k * len(rows[j].tokens) > max_tokens:
                 break
-            cost = best[j] + k * len(rows[j].tokens) + head_cost * k * most + call_tokens
+            cost = best[j] + k * len(rows[j].tokens) + call_tokens
             if cost < best[i]:
                 best[i], start[i] = cost, j
     calls, i = [], len(rows)

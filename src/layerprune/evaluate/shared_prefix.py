@@ -4,11 +4,12 @@
 float32 rounding), faster: lm-eval runs every option of a question, and every few-shot prompt,
 from the first token. Here requests are sorted by their tokens and planned by ``prefix_plan``:
 a batch-1 KV cache holds the prefix a chunk of questions shares (cropped for the next chunk,
-never recomputed); each question is one packed row on top of it (its context once, then all
-its options, each option masked from its siblings: a tree mask; long options start 16-aligned
-after masked gap tokens, so attention rounds them as stock does), rows run in length-sorted
-batches cut to run the fewest positions (padding vs calls), and the LM head runs only on
-scored positions (``logits_to_keep``).
+never recomputed); each question is one packed row on top of it (its context once, then its
+options as a token trie, each option masked from its siblings' own tokens: a tree mask; runs
+that long options read start 16-aligned after masked gap tokens, so attention rounds them as
+stock does), rows run through the decoder in length-sorted batches cut to run the fewest
+positions (padding vs calls), and the LM head runs only on scored positions, those of many
+calls at once (``_Head``).
 ``loglikelihood_rolling`` and generation stay stock. A model whose forward cannot continue a
 cache under such a mask (checked once on real tokens) is scored the stock way, with a log line.
 
@@ -40,8 +41,15 @@ from layerprune.evaluate.prefix_plan import (
     plan_chunks,
     to_request,
 )
+from layerprune.models.adapter import output_logits
 
 log = logging.getLogger(__name__)
+
+# Every matmul runs on at least this many rows: MKL's float32 GEMM rounds a row differently
+# when it is one of fewer than 12 rows (except 4 and 8) on the 2-core AVX-512 CPUs measured
+# here, while stock runs [batch, length] rows at once. Short prefix extensions and the LM head
+# on a few positions are padded to this.
+MIN_CALL_TOKENS = 16
 
 
 class CountingLM(HFLM):
@@ -61,8 +69,8 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
-    """``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier 5.x)."""
-    params = inspect.signature(type(_unwrap(model)).forward).parameters
+    """The decoder's cache argument: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    params = inspect.signature(type(_unwrap(model).get_decoder()).forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
@@ -93,14 +101,13 @@ class SharedPrefixLM(CountingLM):
     """``HFLM`` whose ``loglikelihood`` scores requests through a prefix trie (module doc).
 
     ``join_tokens``: a group joins the running chunk if that makes the others recompute at
-    most this many positions. ``batch_tokens``: one model call runs at most this many padded
-    tokens (rows x longest row). ``call_tokens``: what one more model call costs, in decoder
-    positions; ``prefix_plan.plan_batches`` weighs it against padding. On CPU a call reads the
-    LM head's weights once, memory-bound: SmolLM2's 28M-weight head took 22 ms for 2 positions
-    where a decoder position takes about 1.6 ms (2 cores), so the default is a rough
-    8 + 64 x ``head_cost`` (25 for SmolLM2, 115 for Gemma3's 262k-vocabulary head). On CUDA
-    1024, a guess not measured here (a call is kernel launches; positions are nearly free
-    until the GPU is full).
+    most this many positions. ``batch_tokens``: one decoder call runs at most this many padded
+    tokens (rows x longest row). ``call_tokens``: what one more decoder call costs, in decoder
+    positions; ``prefix_plan.plan_batches`` weighs it against padding. On CPU a call is a few
+    hundred small ops (about 8 positions' time on 2 cores for SmolLM2) and a matmul of fewer
+    rows runs slower, so the default is 16. On CUDA 1024, a guess not measured here (a call
+    is kernel launches; positions are nearly free until the GPU is full). The LM head runs
+    apart from the decoder calls, on up to ``HEAD_CHUNK`` logits' worth of scored positions.
     """
 
     def __init__(
@@ -122,38 +129,68 @@ class SharedPrefixLM(CountingLM):
         base = _unwrap(self.model)
         self._windows = _mask_windows(base.config)
         self._eager = base.config._attn_implementation == "eager"
-        # LM head positions per call: at most HEAD_CHUNK logits (64M floats)
+        # LM head positions at once: at most HEAD_CHUNK logits (64M floats)
         head = base.get_output_embeddings().weight
-        self.head_positions = max(1, HEAD_CHUNK // head.shape[0])
-        # an LM-head position in decoder positions: head weights / decoder weights (embedding out)
-        decoder = sum(p.numel() for p in base.get_decoder().parameters())
-        blocks = decoder - base.get_input_embeddings().weight.numel()
-        self.head_cost = head.numel() / max(blocks, 1)
-        self.call_tokens = call_tokens or (round(8 + 64 * self.head_cost) if cpu else 1024)
+        self.head_positions = max(MIN_CALL_TOKENS, HEAD_CHUNK // head.shape[0])
+        self.call_tokens = call_tokens or (16 if cpu else 1024)
+        # a bias-free float32 linear head (not wrapped by peft, no autocast): run into buffers
+        self._plain_head = (
+            type(base.get_output_embeddings()) is torch.nn.Linear
+            and base.get_output_embeddings().bias is None
+            and head.dtype == torch.float32
+            and self.mixed_precision_dtype is None
+            and self.softmax_dtype in (None, torch.float32)
+        )
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- model calls ------------------------------------------------------------------------
 
-    def _call(self, ids, cache, positions, mask=None, keep=None) -> torch.Tensor | None:
-        """One forward continuing ``cache`` (extended in place). ``keep``: positions whose
-        log-probabilities are needed (an int: the last ones; 2-D: per row); None runs the
-        decoder only (no LM head)."""
+    def _autocast(self):
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.mixed_precision_dtype,
+            enabled=self.mixed_precision_dtype is not None,
+        )
+
+    def _decode(self, ids, cache, positions, mask=None) -> torch.Tensor:
+        """One decoder forward continuing ``cache`` (extended in place): the final hidden
+        states (after the final norm), ``[rows, length, hidden]``."""
         self.model_calls += 1
         kwargs = {self._cache_kw: cache, "position_ids": positions, "use_cache": cache is not None}
         if mask is not None:
             kwargs["attention_mask"] = mask
-        with (
-            torch.inference_mode(),
-            torch.autocast(
-                device_type=self.device.type,
-                dtype=self.mixed_precision_dtype,
-                enabled=self.mixed_precision_dtype is not None,
-            ),
-        ):
-            if keep is None:
-                _unwrap(self.model).get_decoder()(input_ids=ids, **kwargs)
-                return None
-            logits = self.model(input_ids=ids, logits_to_keep=keep, **kwargs).logits
-        return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+        with torch.inference_mode(), self._autocast():
+            return _unwrap(self.model).get_decoder()(input_ids=ids, **kwargs).last_hidden_state
+
+    def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Log-softmax of the LM head on final hidden states ``[positions, hidden]``, as stock
+        computes it. Fewer than ``MIN_CALL_TOKENS`` positions are padded (the matmul rounds
+        small batches differently)."""
+        n = hidden.shape[0]
+        if n < MIN_CALL_TOKENS:
+            hidden = torch.cat([hidden, hidden[-1:].expand(MIN_CALL_TOKENS - n, -1)])
+        base = _unwrap(self.model)
+        head = base.get_output_embeddings()
+        with torch.inference_mode(), self._autocast():
+            if not self._plain_head:
+                logits = output_logits(base, hidden)
+                return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)[:n]
+            # the same matmul and log-softmax kernels as stock, into buffers kept between calls:
+            # hundreds of MB freshly allocated per call cost more in page faults than the
+            # log-softmax itself (10x on 2 cores)
+            logits, logp = self._head_buffers(hidden.shape[0], head.weight.shape[0])
+            torch.matmul(hidden, head.weight.t(), out=logits)
+            cap = getattr(base.config, "final_logit_softcapping", None)
+            if cap:  # as output_logits: tanh(logits / cap) * cap
+                logits.div_(cap).tanh_().mul_(cap)
+            return torch.log_softmax(logits, dim=-1, out=logp)[:n]
+
+    def _head_buffers(self, rows: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[rows, vocab]`` views of the logits and log-probability buffers."""
+        if self._buffers is None or self._buffers[0].shape[0] < rows:
+            size = (max(rows, self.head_positions), vocab)
+            self._buffers = tuple(torch.empty(size, device=self.device) for _ in range(2))
+        return self._buffers[0][:rows], self._buffers[1][:rows]
 
     def _positions(self, start: torch.Tensor | int, rows: int, length: int) -> torch.Tensor:
         base = torch.arange(length, device=self.device).expand(rows, length)
@@ -161,42 +198,45 @@ class SharedPrefixLM(CountingLM):
         return base + start
 
     def _padded(self, seqs: list[tuple[int, ...]]) -> torch.Tensor:
-        """Right-padded ``[rows, longest]`` token ids (pad 0, as stock)."""
-        width = max(len(s) for s in seqs)
+        """Right-padded ``[rows, longest]`` token ids (pad 0, as stock); a call of fewer than
+        ``MIN_CALL_TOKENS`` tokens is padded wider (see ``MIN_CALL_TOKENS``)."""
+        width = max(max(len(s) for s in seqs), -(-MIN_CALL_TOKENS // len(seqs)))
         out = torch.zeros(len(seqs), width, dtype=torch.long)
         for i, s in enumerate(seqs):
             out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         return out.to(self.device)
 
     def _cache_works(self, tokens: tuple[int, ...]) -> bool:
-        """Does a forward continued from a cache, with the tree mask of two sibling options,
+        """Does a forward continued from a cache, with the tree mask of two sibling runs,
         give the full forward's log-probabilities?"""
         n = min(len(tokens), 16)
         if n < 2:
             return True
         h, m = n // 2, n - n // 2
         ids = torch.tensor([tokens[:n]], device=self.device)
-        rest = tuple(tokens[h:n])  # as two options after the first h tokens: both see only h
-        twice = Packed(rest * 2, (1,) * m + (2,) * m, tuple(range(m)) * 2, ())
+        rest = tuple(tokens[h:n])  # as two runs after the first h tokens: both see only h
+        twice = Packed(rest * 2, tuple(range(m)) * 2, ((0, 0, -1), (0, m, -1), (m, m, -1)), ())
         try:
-            full = self._call(ids, None, self._positions(0, 1, n), keep=n)[:, h:]
+            full = self._log_probs(self._decode(ids, None, self._positions(0, 1, n))[0, h:])
+            full = full.clone()  # the next call reuses the head's buffers
             cache = DynamicCache()
-            self._call(ids[:, :h], cache, self._positions(0, 1, h))
-            tree = self._call(
+            self._decode(ids[:, :h], cache, self._positions(0, 1, h))
+            hidden = self._decode(
                 ids[:, h:].repeat(1, 2),
                 _expanded(cache, 1),
                 h + torch.tensor([twice.position], device=self.device),
                 mask=self._tree_mask(h, [twice], 2 * m),
-                keep=2 * m,
             )
+            tree = self._log_probs(hidden[0])
         except Exception as e:  # a forward without cache / position / 4-D mask support
             log.warning(
                 "shared-prefix scoring off (the model cannot continue a cache: %s); stock scoring",
                 e,
             )
             return False
-        tol = 1e-3 if full.dtype == torch.float32 else 5e-2
-        diff = (tree - torch.cat([full, full], dim=1)).abs().max().item()
+        # the decoder's precision, not the log-softmax's (float64 in the tests)
+        tol = 1e-3 if hidden.dtype in (torch.float32, torch.float64) else 5e-2
+        diff = (tree - torch.cat([full, full])).abs().max().item()
         if not diff <= tol * max(1.0, full.abs().max().item()):
             log.warning(
                 "shared-prefix scoring off (a cached, tree-masked forward differs by %.3g); "
@@ -222,64 +262,55 @@ class SharedPrefixLM(CountingLM):
             disable=disable_tqdm or self.rank != 0,
             desc="Shared-prefix loglikelihood",
         )
-        prefix = _Prefix(self)
+        prefix, head = _Prefix(self), _Head(self, results, bar)
         for chunk in plan_chunks(group_requests(reqs), self.join_tokens):
             prefix.extend_to(chunk.prefix_tokens)
             rows = [pack(g, chunk.prefix) for g in chunk.groups]
-            for part in plan_batches(
-                rows, self.batch_tokens, self.head_positions, self.call_tokens, self.head_cost
-            ):
-                bar.update(self._run_rows(chunk.prefix, part, prefix.cache, results))
+            for part in plan_batches(rows, self.batch_tokens, self.call_tokens):
+                self._run_rows(chunk.prefix, part, prefix.cache, head)
+        head.flush()
         bar.close()
         for (request_str, _, _), answer in zip(requests, results, strict=True):
             if request_str is not None:
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
         return results
 
-    def _run_rows(self, p: int, rows: list[Packed], prefix_cache, results: list) -> int:
-        """One call: packed rows (right-padded) on the shared prefix's cache, the LM head on
-        their options' positions only. Returns requests scored."""
+    def _run_rows(self, p: int, rows: list[Packed], prefix_cache, head: _Head) -> None:
+        """One decoder call: packed rows (right-padded) on the shared prefix's cache; the
+        final hidden states of their scored positions go to ``head``."""
         ids = self._padded([r.tokens for r in rows])
         n, width = ids.shape
         position = torch.zeros(n, width, dtype=torch.long)
         for i, r in enumerate(rows):
             position[i, : len(r.tokens)] = torch.tensor(r.position)
         cache = _expanded(prefix_cache, n) if p else None
-        mask = None if all(len(r.options) == 1 for r in rows) else self._tree_mask(p, rows, width)
-        most = max(r.scored for r in rows)
-        keep = torch.tensor(
-            [
-                [i for start, length, _ in r.options for i in range(start, start + length)]
-                + [len(r.tokens) - 1] * (most - r.scored)
-                for r in rows
-            ],
-            device=self.device,
-        )
-        logp = self._call(ids, cache, (p + position).to(self.device), mask=mask, keep=keep)
-        done = 0
+        mask = None if all(r.chain for r in rows) else self._tree_mask(p, rows, width)
+        hidden = self._decode(ids, cache, (p + position).to(self.device), mask=mask)
         for i, r in enumerate(rows):
-            at = 0
-            for _, length, reqs in r.options:
-                done += self._score(logp[i, at : at + length], reqs, results)
-                at += length
-        return done
+            at = [k for start, length, _ in r.runs[1:] for k in range(start, start + length)]
+            local = {k: j for j, k in enumerate(at)}  # row index -> index among ``at``
+            head.add(
+                hidden[i, torch.tensor(at, device=self.device)],
+                [([local[k] for k in path], reqs) for path, reqs in r.options],
+            )
 
     def _tree_mask(self, p: int, rows: list[Packed], width: int):
         """The 4-D attention mask(s) of packed rows: every token sees the shared prefix; a
-        context token sees the context before it; an option token sees the context and its own
-        option before it (never a sibling); a padding token sees itself (no empty softmax row).
-        Sliding layers also drop keys ``window`` or more positions back."""
+        run's token sees its parent chain and its run up to itself (context tokens: the
+        context before them; an option's tokens: the context, the tokens it shares with earlier
+        options and its own, never a sibling's); gap and padding tokens see themselves (no
+        empty softmax row). Sliding layers also drop keys ``window`` or more positions back."""
         n = len(rows)
-        segment = torch.full((n, width), -1, dtype=torch.long)
+        row = torch.eye(width, dtype=torch.bool).repeat(n, 1, 1)  # gaps, padding: themselves
         position = torch.zeros(n, width, dtype=torch.long)
         for i, r in enumerate(rows):
-            segment[i, : len(r.tokens)] = torch.tensor(r.segment)
             position[i, : len(r.tokens)] = torch.tensor(r.position)
-        q, k = segment[:, :, None], segment[:, None, :]
-        index = torch.arange(width)
-        causal = index[:, None] >= index[None, :]
-        row = causal & ((k == 0) | (q == k)) & (k >= 0)
-        row |= torch.eye(width, dtype=torch.bool) & (q < 0)
+            for start, length, parent in r.runs:  # parents come first in the row
+                block = row[i, start : start + length]
+                block[:] = row[i, parent] if parent >= 0 else False
+                block[:, start : start + length] |= torch.ones(
+                    length, length, dtype=torch.bool
+                ).tril()
         seen = torch.cat([torch.ones(n, width, p, dtype=torch.bool), row], dim=2)
         q_pos = (p + position)[:, :, None]
         k_pos = torch.cat([torch.arange(p).expand(n, p), p + position], dim=1)[:, None, :]
@@ -292,18 +323,50 @@ class SharedPrefixLM(CountingLM):
             masks[kind] = m[:, None].to(self.device)
         return masks.get(None, masks)
 
-    def _score(self, logp: torch.Tensor, reqs: list[Request], results: list) -> int:
-        """Stock's answer for each request scored from these rows: (sum of log-probabilities
-        of the continuation, whether it is the greedy continuation)."""
+
+class _Head:
+    """The LM head, run on the scored positions of many decoder calls at once: each call has
+    a few (one per question on BoolQ or MMLU), and the head's matmul is slow on few rows and
+    reads all its weights every time."""
+
+    def __init__(self, lm: SharedPrefixLM, results: list, bar):
+        self.lm, self.results, self.bar = lm, results, bar
+        self.hidden: list[torch.Tensor] = []
+        self.options: list[tuple[list[int], list[Request]]] = []  # indices into the pending rows
+        self.rows = 0
+
+    def add(self, hidden: torch.Tensor, options: list[tuple[list[int], list[Request]]]) -> None:
+        """Scored positions' hidden states ``[k, hidden]`` and, per option, which of them it
+        reads (in order) and its requests."""
+        if self.rows + hidden.shape[0] > self.lm.head_positions:
+            self.flush()
+        self.options += [([self.rows + k for k in path], reqs) for path, reqs in options]
+        self.hidden.append(hidden)
+        self.rows += hidden.shape[0]
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        logp = self.lm._log_probs(torch.cat(self.hidden))
         greedy = logp.argmax(dim=-1)
-        for req in reqs:
-            targets = torch.tensor(req.targets, device=logp.device)
-            chosen = logp[-len(targets) :].gather(-1, targets[:, None]).squeeze(-1)
-            results[req.index] = (
-                float(chosen.sum(dtype=torch.float64)),
-                bool((greedy[-len(targets) :] == targets).all()),
-            )
-        return len(reqs)
+        for path, reqs in self.options:
+            self.bar.update(_score(logp, greedy, path, reqs, self.results))
+        self.hidden, self.options, self.rows = [], [], 0
+
+
+def _score(logp, greedy, path: list[int], reqs: list[Request], results: list) -> int:
+    """Stock's answer for each request scored at rows ``path`` of ``logp`` (log-probabilities)
+    and ``greedy`` (their argmax): (sum of the continuation's log-probabilities, whether it is
+    the greedy continuation)."""
+    for req in reqs:
+        at = torch.tensor(path[-len(req.targets) :], device=logp.device)
+        targets = torch.tensor(req.targets, device=logp.device)
+        chosen = logp[at, targets]  # [len(targets)], never a copy of whole vocabulary rows
+        results[req.index] = (
+            float(chosen.sum(dtype=torch.float64)),
+            bool((greedy[at] == targets).all()),
+        )
+    return len(reqs)
 
 
 class _Prefix:
@@ -320,7 +383,10 @@ class _Prefix:
             else:
                 self.cache.crop(keep - len(self.tokens))  # negative: drop that many (portable)
         rest = tokens[keep:]
-        if rest:
-            ids = torch.tensor([rest], device=self.lm.device)
-            self.lm._call(ids, self.cache, self.lm._positions(keep, 1, len(rest)))
+        if rest:  # run as at least MIN_CALL_TOKENS tokens; what follows ``rest`` is cropped
+            junk = max(0, MIN_CALL_TOKENS - len(rest))
+            ids = torch.tensor([rest + (0,) * junk], device=self.lm.device)
+            self.lm._decode(ids, self.cache, self.lm._positions(keep, 1, len(rest) + junk))
+            if junk:
+                self.cache.crop(-junk)
         self.tokens = tuple(tokens)
