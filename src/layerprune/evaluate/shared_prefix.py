@@ -133,11 +133,10 @@ class SharedPrefixLM(CountingLM):
         head = base.get_output_embeddings().weight
         self.head_positions = max(MIN_CALL_TOKENS, HEAD_CHUNK // head.shape[0])
         self.call_tokens = call_tokens or (16 if cpu else 1024)
-        # a bias-free float32 linear head (not wrapped by peft, no autocast): run into buffers
+        # a float32 head, no autocast, float32 log-softmax: the head runs into kept buffers
+        self._vocab = head.shape[0]
         self._plain_head = (
-            type(base.get_output_embeddings()) is torch.nn.Linear
-            and base.get_output_embeddings().bias is None
-            and head.dtype == torch.float32
+            head.dtype == torch.float32
             and self.mixed_precision_dtype is None
             and self.softmax_dtype in (None, torch.float32)
         )
@@ -170,19 +169,13 @@ class SharedPrefixLM(CountingLM):
         if n < MIN_CALL_TOKENS:
             hidden = torch.cat([hidden, hidden[-1:].expand(MIN_CALL_TOKENS - n, -1)])
         base = _unwrap(self.model)
-        head = base.get_output_embeddings()
         with torch.inference_mode(), self._autocast():
             if not self._plain_head:
                 logits = output_logits(base, hidden)
                 return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)[:n]
-            # the same matmul and log-softmax kernels as stock, into buffers kept between calls:
-            # hundreds of MB freshly allocated per call cost more in page faults than the
-            # log-softmax itself (10x on 2 cores)
-            logits, logp = self._head_buffers(hidden.shape[0], head.weight.shape[0])
-            torch.matmul(hidden, head.weight.t(), out=logits)
-            cap = getattr(base.config, "final_logit_softcapping", None)
-            if cap:  # as output_logits: tanh(logits / cap) * cap
-                logits.div_(cap).tanh_().mul_(cap)
+            # the same kernels as stock, into buffers kept between calls (``output_logits``)
+            logits, logp = self._head_buffers(hidden.shape[0], self._vocab)
+            logits = output_logits(base, hidden, out=logits)
             return torch.log_softmax(logits, dim=-1, out=logp)[:n]
 
     def _head_buffers(self, rows: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,10 +376,9 @@ class _Prefix:
             else:
                 self.cache.crop(keep - len(self.tokens))  # negative: drop that many (portable)
         rest = tokens[keep:]
-        if rest:  # run as at least MIN_CALL_TOKENS tokens; what follows ``rest`` is cropped
-            junk = max(0, MIN_CALL_TOKENS - len(rest))
-            ids = torch.tensor([rest + (0,) * junk], device=self.lm.device)
-            self.lm._decode(ids, self.cache, self.lm._positions(keep, 1, len(rest) + junk))
-            if junk:
-                self.cache.crop(-junk)
+        if rest:  # padded to MIN_CALL_TOKENS tokens (``_padded``); the padding is cropped
+            ids = self.lm._padded([rest])
+            self.lm._decode(ids, self.cache, self.lm._positions(keep, 1, ids.shape[1]))
+            if ids.shape[1] > len(rest):
+                self.cache.crop(len(rest) - ids.shape[1])
         self.tokens = tuple(tokens)

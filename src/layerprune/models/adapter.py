@@ -102,12 +102,23 @@ class BlockAdapter:
         config.num_hidden_layers = len(kept)
 
 
-def output_logits(model: nn.Module, final_hidden: torch.Tensor) -> torch.Tensor:
+def output_logits(
+    model: nn.Module, final_hidden: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The LM head on final hidden states (after the final norm), with the family's final
     logit soft-capping (Gemma) when its config sets one: what ``model(...).logits`` would be
-    at those positions, for callers that run the head on a few positions at a time."""
-    logits = model.get_output_embeddings()(final_hidden)
+    at those positions, for callers that run the head on a few positions at a time.
+
+    ``out``: a ``[positions, vocabulary]`` buffer to write into (the same values: the head's
+    own matmul, the cap in place), used when the head is a bias-free ``nn.Linear``; callers
+    that run the head often keep one, as a fresh output of hundreds of MB costs more in page
+    faults than the log-softmax after it."""
+    head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
+    if out is not None and type(head) is nn.Linear and head.bias is None:
+        logits = torch.matmul(final_hidden, head.weight.t(), out=out)
+        return logits.div_(cap).tanh_().mul_(cap) if cap else logits
+    logits = head(final_hidden)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
