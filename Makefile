@@ -22,11 +22,11 @@ assets: setup  ## fetch + verify + convert the offline model, benchmarks and tex
 run: assets  ## the default experiment on the offline SmolLM2-135M
 	$(BIN)/layerprune
 
-test: assets  ## the whole suite: tiny random models + real SmolLM2 tests
+test: assets  ## every test: fast, slow and real (assets); gpu tests skip without CUDA
 	$(BIN)/pytest -q
 
-test-fast: setup  ## tiny random models only (no assets needed)
-	$(BIN)/pytest -q -m "not real"
+test-fast: setup  ## the fast tier: tiny random models, no assets, under a minute
+	$(BIN)/pytest -q -m "not real and not slow and not gpu"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks experiments

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from layerprune.config import ModelConfig
 from layerprune.evaluate.harness import TaskResult, evaluate_tasks
+from layerprune.evaluate.scorers import SharedScorer, StockScorer
 from layerprune.models.load import load_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "benchmark"
@@ -56,7 +57,7 @@ def fastest_batch_sizes(model, tok, tasks, probe_limit: int) -> dict[str, int]:
             for n, shots, _ in tasks
             if not (n == "mmlu" and bs > MMLU_MAX_BATCH)
         ]
-        for name, r in evaluate_tasks(model, tok, probes, scoring="stock", batch_size=bs).items():
+        for name, r in evaluate_tasks(StockScorer(batch_size=bs).lm(model, tok), probes).items():
             seconds[name][bs] = r.seconds
             print(f"  probe {name:15s} batch {bs:2d}: {r.seconds:6.1f} s", flush=True)
     return {name: min(by_bs, key=by_bs.get) for name, by_bs in seconds.items()}
@@ -70,8 +71,8 @@ def compare_scorers(model, tok, tasks, best: dict[str, int]) -> None:
     shared: dict[str, TaskResult] = {}
     for task in tasks:
         name = task[0]
-        stock.update(evaluate_tasks(model, tok, [task], scoring="stock", batch_size=best[name]))
-        shared.update(evaluate_tasks(model, tok, [task], scoring="shared"))
+        stock.update(evaluate_tasks(StockScorer(batch_size=best[name]).lm(model, tok), [task]))
+        shared.update(evaluate_tasks(SharedScorer().lm(model, tok), [task]))
         print(f"  {name}: stock {stock[name].seconds:.1f} s, shared {shared[name].seconds:.1f} s")
     print(
         f"{'task':15s} {'items':>5s} {'bs':>3s} {'stock s':>8s} {'shared s':>8s} {'ratio':>6s} "
@@ -108,7 +109,7 @@ def compare_scorers(model, tok, tasks, best: dict[str, int]) -> None:
 def c4_loss_times(model_name: str, tokens: int = 0) -> None:
     """``benchmark=c4_loss`` on ``model_name``: whole logits (head_chunk=0) vs chunked."""
     from layerprune.data.text import load_documents
-    from layerprune.evaluate.perplexity import perplexity, token_stream
+    from layerprune.evaluate.perplexity import Windows, perplexity, token_stream
 
     lm = load_model(ModelConfig(name=model_name, source="asset", id=model_name))
     c4 = OmegaConf.load(CONF / "c4_loss.yaml").perplexity[0]
@@ -117,7 +118,7 @@ def c4_loss_times(model_name: str, tokens: int = 0) -> None:
     for label, chunk in (("whole logits (before)", 0), ("chunked head (after)", None)):
         kw = {} if chunk is None else {"head_chunk": chunk}
         cpu0, start = time.process_time(), time.perf_counter()
-        r = perplexity(lm.model, ids, c4.context_length, c4.stride, 4, **kw)
+        r = perplexity(lm.model, ids, Windows(c4.context_length, c4.stride, 4), **kw)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         out[label] = (wall, r.loss)
         print(

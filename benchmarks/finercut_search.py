@@ -20,7 +20,7 @@ import time
 from layerprune.config import ModelConfig, RandomModelConfig
 from layerprune.data.packing import pack
 from layerprune.data.text import load_documents
-from layerprune.methods.finercut import FastEvaluator, NaiveEvaluator, candidates, greedy_order
+from layerprune.methods.search import FastEvaluator, NaiveEvaluator, candidates, greedy_order
 from layerprune.models.load import load_model
 
 

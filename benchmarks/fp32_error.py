@@ -20,6 +20,7 @@ import torch
 from layerprune.config import ModelConfig
 from layerprune.evaluate.harness import evaluate_tasks
 from layerprune.evaluate.prefix_plan import Request, to_request
+from layerprune.evaluate.scorers import SharedScorer, StockScorer
 from layerprune.evaluate.shared_prefix import SharedPrefixLM
 from layerprune.models.load import load_model
 
@@ -45,8 +46,8 @@ def main() -> None:
     lm = load_model(ModelConfig(name=args.model, source="asset", id=args.model))
     model, tok = lm.model, lm.tokenizer
     tasks = [(t, 0, args.limit) for t in args.tasks.split(",")]
-    stock = evaluate_tasks(model, tok, tasks, scoring="stock", batch_size=args.stock_batch)
-    shared = evaluate_tasks(model, tok, tasks, scoring="shared")
+    stock = evaluate_tasks(StockScorer(batch_size=args.stock_batch).lm(model, tok), tasks)
+    shared = evaluate_tasks(SharedScorer().lm(model, tok), tasks)
     model64 = copy.deepcopy(model).double()
     encoder = SharedPrefixLM(pretrained=model, tokenizer=tok, batch_size=1, device="cpu")
     print(

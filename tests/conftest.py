@@ -15,7 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # request caches of test runs stay out of the user's cache (subprocesses inherit this)
 os.environ.setdefault("LAYERPRUNE_EVAL_CACHE", tempfile.mkdtemp(prefix="layerprune-eval-cache-"))
 
+from layerprune import paths  # noqa: E402
 from layerprune.config import ModelConfig, RandomModelConfig, register  # noqa: E402
+
+ASSET_HOME = paths.home()  # where the built assets are, whatever a test sets LAYERPRUNE_HOME to
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 FAMILIES = ["llama", "qwen2", "mistral"]
@@ -25,12 +28,17 @@ torch.set_num_threads(2)
 
 
 def compose(overrides: list[str] | None = None, hydra: bool = False):
-    """The config ``layerprune <overrides>`` would run, composed without running it."""
+    """The config ``layerprune <overrides>`` would run, composed without running it; with
+    ``speed=none`` unless the overrides choose a ``speed`` (tests time nothing they do not
+    test)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    overrides = list(overrides or [])
+    if not any(o.startswith("speed") for o in overrides):
+        overrides.append("speed=none")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides or [], return_hydra_config=hydra)
+        return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
 
 
 def tiny_config(family: str = "llama", layers: int = 8, seed: int = 0) -> ModelConfig:
@@ -68,6 +76,18 @@ def have_asset(name: str) -> bool:
     return is_built(name)
 
 
+def needs_assets(*names: str):
+    """Mark a test ``real`` (it reads built offline assets) and skip it where they are missing
+    (``make test`` builds them; ``make test-fast`` runs without)."""
+    missing = [n for n in names if not have_asset(n)]
+    reason = f"assets {missing} not built: run `make assets`"
+
+    def mark(test):
+        return pytest.mark.real(pytest.mark.skipif(bool(missing), reason=reason)(test))
+
+    return mark
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The offline SmolLM2-135M, loaded once per session (skips if the cache lacks it)."""
@@ -77,3 +97,13 @@ def smollm2():
     from layerprune.models.load import load_model
 
     return load_model(ModelConfig(name="smollm2-135m", source="asset", id="smollm2-135m"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip where CUDA is absent (CI, these CPU machines)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -14,7 +14,16 @@ from layerprune.config import Config, validate
 from layerprune.errors import LayerpruneError
 from tests.conftest import CONF_DIR, compose, have_asset
 
-GROUPS = ["model", "calibration", "pruning_method", "metric", "healing", "benchmark", "tracking"]
+GROUPS = [
+    "model",
+    "calibration",
+    "pruning_method",
+    "metric",
+    "healing",
+    "benchmark",
+    "scorer",
+    "tracking",
+]
 OPTIONS = [
     (group, path.stem)
     for group in GROUPS + ["experiment", "combo"]
@@ -87,6 +96,7 @@ def test_good_input_passes_precheck():
     assert precheck(["model=tiny-qwen2", "fraction=0.25"]) is None
 
 
+@pytest.mark.slow
 def test_cli_bad_fraction_writes_nothing(tmp_path):
     """The console script exits 2 with one stderr line and makes no run folder."""
     proc = subprocess.run(
@@ -109,6 +119,7 @@ def test_validate_raises_layerprune_error():
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_task_and_fraction_errors_come_before_any_model_loads(monkeypatch):
     """Unknown lm-eval task, a task without offline data, a fraction removing every block:
     one line from the up-front check, and no model is loaded."""

@@ -3,11 +3,11 @@ figures put the models side by side."""
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from layerprune.report.cross_family import (
+from layerprune.results import Results
+from layerprune.scan.residual import Scan
+from layerprune.studies.cross_family import (
     ACCURACIES,
     build_cross_family,
     claim_collapse,
@@ -18,7 +18,6 @@ from layerprune.report.cross_family import (
     claim_healing_smooths_loss,
     claim_similarity_beats_heuristic,
 )
-from layerprune.scan.residual import Scan
 
 BLOCKS = 8
 # (method, healing, fraction, accuracy of every task, C4 loss, removed attention / MLP ids)
@@ -60,12 +59,13 @@ def write_result(folder, model, method, healing, fraction, acc, loss, sublayers)
             "removed_blocks": blocks,
             "removed_attention": attention,
             "removed_mlp": mlp,
+            "family": "sublayer" if method == "finercut" else "block",
         },
         "params": {"before": 100, "after": 100 - removed},
         "metrics": metrics,
         "timings": {"eval_s": 1.0},
     }
-    (folder / "results.json").write_text(json.dumps(result))
+    Results(**result).write(folder / "results.json")
 
 
 def deep_scan() -> Scan:

@@ -9,13 +9,17 @@ from layerprune import pipeline
 from layerprune.cli import precheck
 from layerprune.config import validate
 from layerprune.evaluate.harness import evaluate_tasks
+from layerprune.evaluate.scorers import SharedScorer, StockScorer
 from layerprune.models.load import load_model
 from tests.conftest import compose, have_asset, tiny_config
 
-pytestmark = pytest.mark.skipif(
-    not (have_asset("benchmarks") and have_asset("text")),
-    reason="benchmark/text assets not built: run `make assets`",
-)
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(
+        not (have_asset("benchmarks") and have_asset("text")),
+        reason="benchmark/text assets not built: run `make assets`",
+    ),
+]
 
 
 def test_quick_suite_on_tiny_model(tmp_path):
@@ -27,7 +31,7 @@ def test_quick_suite_on_tiny_model(tmp_path):
             "benchmark.perplexity.0.max_tokens=2048",
         ]
     )
-    res = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path)
+    res = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path).to_dict()
     m = res["metrics"]
     for task, chance in [("arc_easy", 0.25), ("piqa", 0.5), ("winogrande", 0.5)]:
         assert m[f"{task}/n"] == 200
@@ -41,7 +45,7 @@ def test_quick_suite_on_tiny_model(tmp_path):
 
 def test_mmlu_5shot_finds_all_subjects():
     lm = load_model(tiny_config("llama"))
-    out = evaluate_tasks(lm.model, lm.tokenizer, [("mmlu", 5, 1)])
+    out = evaluate_tasks(SharedScorer().lm(lm.model, lm.tokenizer), [("mmlu", 5, 1)])
     m = out["mmlu"].metrics
     assert m["mmlu/n"] == 57  # one item from each of the 57 subjects
     assert m["mmlu/chance"] == 0.25 and 0 <= m["mmlu/acc"] <= 1
@@ -54,8 +58,8 @@ def test_mmlu_5shot_finds_all_subjects():
 def test_batched_equals_unbatched():
     """Batching changes speed, not answers."""
     lm = load_model(tiny_config("mistral"))
-    a = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], "offline", 1, "stock")
-    b = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 12)], "offline", 16, "stock")
+    a = evaluate_tasks(StockScorer(batch_size=1).lm(lm.model, lm.tokenizer), [("arc_easy", 0, 12)])
+    b = evaluate_tasks(StockScorer(batch_size=16).lm(lm.model, lm.tokenizer), [("arc_easy", 0, 12)])
     assert a["arc_easy"].metrics["arc_easy/acc"] == b["arc_easy"].metrics["arc_easy/acc"]
     assert a["arc_easy"].metrics["arc_easy/acc_norm"] == b["arc_easy"].metrics["arc_easy/acc_norm"]
 

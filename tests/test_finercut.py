@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from layerprune import paths, pipeline
 from layerprune.config import ModelConfig, validate
 from layerprune.methods.discrepancy import discrepancy_sum
-from layerprune.methods.finercut import FastEvaluator, NaiveEvaluator, candidates, greedy_order
+from layerprune.methods.search import FastEvaluator, NaiveEvaluator, candidates, greedy_order
 from layerprune.models.load import count_parameters, load_model
 from layerprune.plan import PruningPlan
 from layerprune.surgery.sublayers import prune_sublayers, save_sublayer_checkpoint
@@ -21,7 +21,7 @@ from tests.conftest import (
     FAMILIES,
     assert_cache_matches_no_cache,
     compose,
-    have_asset,
+    needs_assets,
     tiny_config,
 )
 
@@ -58,6 +58,7 @@ def test_float32_arithmetic_matches_float64(metric):
 @pytest.mark.parametrize(
     ("metric", "granularity"), [("js", "sublayer"), ("kl", "block"), ("angular", "attention")]
 )
+@pytest.mark.slow
 def test_naive_and_fast_choose_the_same(metric, granularity):
     lm = load_model(tiny_config("llama"))
     g = torch.Generator().manual_seed(0)
@@ -110,7 +111,7 @@ def test_sublayer_checkpoint_roundtrip(family, tmp_path):
     assert_cache_matches_no_cache(vanilla, prompt, 24)
 
 
-@pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
+@needs_assets("text")
 def test_finercut_job_and_cached_order(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans")
     base = [
@@ -124,13 +125,13 @@ def test_finercut_job_and_cached_order(tmp_path, monkeypatch):
         "pruning_method.search_fraction=0.25",
     ]
     first = compose(base + ["fraction=0.125"])
-    r1 = pipeline.run(validate(first), OmegaConf.to_container(first), tmp_path / "a")
+    r1 = pipeline.run(validate(first), OmegaConf.to_container(first), tmp_path / "a").to_dict()
     assert r1["scan_cache"] == "miss" and len(r1["plan"]["scores"]["order"]) == 4
     removed = len(r1["plan"]["removed_attention"]) + len(r1["plan"]["removed_mlp"])
     assert removed + 2 * len(r1["plan"]["removed_blocks"]) == 2  # round(0.125 * 16)
     assert (tmp_path / "a" / "removed_sublayers.png").exists()
     second = compose(base + ["fraction=0.25"])
-    r2 = pipeline.run(validate(second), OmegaConf.to_container(second), tmp_path / "b")
+    r2 = pipeline.run(validate(second), OmegaConf.to_container(second), tmp_path / "b").to_dict()
     assert r2["scan_cache"] == "hit"
     assert r2["plan"]["scores"]["order"][:2] == r1["plan"]["scores"]["order"][:2]
     assert r2["params"]["after"] < r1["params"]["after"] < r1["params"]["before"]

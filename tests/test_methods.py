@@ -13,14 +13,14 @@ from omegaconf import OmegaConf
 from layerprune import paths, pipeline
 from layerprune.config import CalibrationConfig, validate
 from layerprune.errors import LayerpruneError
-from layerprune.methods.finercut_stage import calibration_tokens
 from layerprune.methods.ppl import perplexity_order
+from layerprune.methods.search import calibration_tokens
 from layerprune.models.load import load_model
 from layerprune.surgery.blocks import remove_blocks
-from tests.conftest import compose, have_asset, tiny_config
+from tests.conftest import compose, needs_assets, tiny_config
 
 TESTS_CONF = Path(__file__).parent / "conf"
-needs_text = pytest.mark.skipif(not have_asset("text"), reason="text asset not built")
+needs_text = needs_assets("text")
 
 
 def test_plugin_method_from_tests_runs_through_a_job(tmp_path):
@@ -37,7 +37,7 @@ def test_plugin_method_from_tests_runs_through_a_job(tmp_path):
     )
     checked = validate(cfg)
     assert type(checked.pruning_method).__module__ == "tests.toy_method"
-    r = pipeline.run(checked, OmegaConf.to_container(cfg), tmp_path)
+    r = pipeline.run(checked, OmegaConf.to_container(cfg), tmp_path).to_dict()
     assert r["plan"]["method"] == "every_other" and r["plan"]["removed_blocks"] == [2, 4, 6]
     assert r["params"]["after"] < r["params"]["before"]
     assert (Path(r["checkpoint"]) / "config.json").exists()
@@ -119,7 +119,9 @@ def test_ppl_job_removes_blocks_and_reuses_its_search(mode, tmp_path, monkeypatc
     runs = []
     for i, fraction in enumerate((0.25, 0.375)):
         cfg = compose([*base, f"fraction={fraction}"])
-        runs.append(pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path / str(i)))
+        runs.append(
+            pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path / str(i)).to_dict()
+        )
     (a, b) = runs
     assert a["scan_cache"] == "miss" and b["scan_cache"] == "hit"
     assert a["plan"]["metric"] == f"perplexity/{mode}" and a["plan"]["scores"]["block_forwards"] > 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from layerprune.data.text import load_documents
-from layerprune.evaluate.perplexity import perplexity, token_stream, windows
+from layerprune.evaluate.perplexity import Windows, perplexity, token_stream, windows
 from layerprune.models.load import load_model
 from tests.conftest import tiny_config
 
@@ -32,14 +32,14 @@ def test_loss_equals_hand_computation():
     lm = load_model(tiny_config("llama"))
     ids = torch.randint(0, 256, (40,))
     # one window of the whole stream: mean NLL of tokens 1..39 given their prefix
-    r = perplexity(lm.model, ids, context_length=40, stride=40)
+    r = perplexity(lm.model, ids, Windows(40, 40))
     logp = torch.log_softmax(lm.model(ids[None]).logits[0, :-1].double(), -1)
     hand = -logp.gather(-1, ids[1:, None]).mean().item()
     assert r.tokens == 39 and r.loss == pytest.approx(hand, rel=1e-5)
     assert r.perplexity == pytest.approx(math.exp(hand), rel=1e-5)
     # sliding windows with stride 8: batched and unbatched give the same result
-    a = perplexity(lm.model, ids, context_length=16, stride=8, batch_size=1)
-    b = perplexity(lm.model, ids, context_length=16, stride=8, batch_size=8)
+    a = perplexity(lm.model, ids, Windows(16, 8, 1))
+    b = perplexity(lm.model, ids, Windows(16, 8, 8))
     assert a.tokens == b.tokens == 39 and a.loss == pytest.approx(b.loss, rel=1e-6)
 
 
@@ -54,6 +54,6 @@ def test_token_stream_joins_with_eos():
 def test_smollm2_perplexity_is_sane(smollm2):
     docs = load_documents("wiki", "evaluation")
     ids = token_stream(smollm2.tokenizer, docs, max_tokens=4096)
-    r = perplexity(smollm2.model, ids, context_length=512, stride=512)
+    r = perplexity(smollm2.model, ids, Windows(512, 512))
     # SmolLM2-135M-Instruct on Wikipedia prose: measured ~24 on 16k tokens
     assert 8 < r.perplexity < 60, r.perplexity

@@ -8,12 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from omegaconf import OmegaConf
 
 from layerprune import pipeline
 from layerprune.config import validate
-from tests.conftest import compose, have_asset
+from tests.conftest import compose, needs_assets
 
 KEYS = {
     "config",
@@ -31,7 +30,7 @@ PLAN_KEYS = {"method", "metric", "removed_blocks", "removed_attention", "removed
 
 def test_tiny_job_without_benchmark(tmp_path):
     cfg = compose(["experiment=tiny_smoke", "seed=3"])
-    results = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path)
+    results = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path).to_dict()
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     assert set(on_disk) >= KEYS and set(on_disk["plan"]) >= PLAN_KEYS
@@ -42,7 +41,7 @@ def test_tiny_job_without_benchmark(tmp_path):
     assert on_disk["timings"]["load_s"] >= 0
 
 
-@pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
+@needs_assets("text")
 def test_cli_tiny_perplexity(tmp_path):
     """The console script on a random tiny model: perplexity near the vocabulary size."""
     cmd = [
@@ -53,6 +52,7 @@ def test_cli_tiny_perplexity(tmp_path):
         "benchmark.perplexity.0.max_tokens=1024",
         "benchmark.perplexity.0.context_length=128",
         "benchmark.perplexity.0.stride=128",
+        "speed=none",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

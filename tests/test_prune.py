@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from layerprune import paths, pipeline
-from layerprune.config import validate
+from layerprune.config import MetricConfig, validate
 from layerprune.errors import LayerpruneError
 from layerprune.methods.base import MethodContext
 from layerprune.methods.blocks import DeeperLayers, LastLayers, ShortGPT, count_to_remove
@@ -21,7 +21,7 @@ from tests.conftest import (
     FAMILIES,
     assert_cache_matches_no_cache,
     compose,
-    have_asset,
+    needs_assets,
     tiny_config,
 )
 
@@ -40,10 +40,19 @@ def fake_scan(num_blocks: int = 6) -> Scan:
     return Scan(num_blocks, {"angular/last": d, "cosine/mean": cos}, 4, 40)
 
 
-def select(method, fraction: float, num_blocks: int, scan=None, metric="", reduction=""):
+def select(method, fraction: float, num_blocks: int, scan=None, metric="angular", reduction="last"):
     """``method``'s plan for a model of ``num_blocks`` blocks (no model needed)."""
-    ctx = MethodContext(None, "m", fraction, num_blocks, metric, reduction, None, None, scan=scan)
+    count = method.count(fraction, num_blocks)
+    m = MetricConfig(metric, reduction)
+    ctx = MethodContext(None, fraction, count, num_blocks, m, None, tmp_dir(), "m", scan=scan)
     return method.plan(ctx)
+
+
+def tmp_dir():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="layerprune-plan-"))
 
 
 def test_count_to_remove_rounds_half_up_and_keeps_one():
@@ -89,7 +98,7 @@ def test_prune_save_load_generate(family, tmp_path):
     assert_cache_matches_no_cache(again, prompt, 12)
 
 
-@pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
+@needs_assets("text")
 def test_sweep_second_job_hits_the_scan_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans")
     base = [
@@ -101,7 +110,7 @@ def test_sweep_second_job_hits_the_scan_cache(tmp_path, monkeypatch):
         "save_checkpoint=true",
     ]
     first = compose(base + ["fraction=0.25"])
-    r1 = pipeline.run(validate(first), OmegaConf.to_container(first), tmp_path / "a")
+    r1 = pipeline.run(validate(first), OmegaConf.to_container(first), tmp_path / "a").to_dict()
     assert r1["scan_cache"] == "miss" and (tmp_path / "a" / "distance_heatmap.png").exists()
 
     import layerprune.scan.run as scan_run
@@ -111,7 +120,7 @@ def test_sweep_second_job_hits_the_scan_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(scan_run, "scan_model", no_forward)
     second = compose(base + ["fraction=0.5", "metric=cosine"])
-    r2 = pipeline.run(validate(second), OmegaConf.to_container(second), tmp_path / "b")
+    r2 = pipeline.run(validate(second), OmegaConf.to_container(second), tmp_path / "b").to_dict()
     assert r2["scan_cache"] == "hit"
     assert len(r2["plan"]["removed_blocks"]) == 4 and len(r1["plan"]["removed_blocks"]) == 2
     assert r2["params"]["after"] < r1["params"]["after"] < r1["params"]["before"]

@@ -6,10 +6,13 @@ import json
 
 import pytest
 
+from layerprune.errors import LayerpruneError
 from layerprune.report.cli import build_report
+from layerprune.results import SCHEMA_VERSION, Results
+from tests.conftest import needs_assets
 
 
-def fake_result(folder, method, fraction, acc):
+def fake_result(folder, method, fraction, acc, version=SCHEMA_VERSION):
     folder.mkdir(parents=True)
     result = {
         "config": {"model": {"name": "m"}, "healing": {"name": "none"}, "experiment": None},
@@ -26,7 +29,25 @@ def fake_result(folder, method, fraction, acc):
         "metrics": {"arc_easy/acc": acc, "arc_easy/chance": 0.25},
         "timings": {"eval_s": 1.0},
     }
-    (folder / "results.json").write_text(json.dumps(result))
+    if version == 1:  # what layerprune wrote before the schema had a version
+        result["model_identity"] = "asset:m:0"
+        (folder / "results.json").write_text(json.dumps(result))
+    else:
+        Results(**result).write(folder / "results.json")
+
+
+def test_an_old_results_file_names_its_version_and_upgrades(tmp_path):
+    from layerprune.results import main as results_main
+
+    fake_result(tmp_path / "runs" / "0", "none", 0.0, 0.6, version=1)
+    path = tmp_path / "runs" / "0" / "results.json"
+    with pytest.raises(LayerpruneError, match="schema version 1; .* upgrade it with"):
+        Results.load(path)
+    results_main(["upgrade", str(tmp_path / "runs")])
+    r = Results.load(path)
+    assert r.schema_version == SCHEMA_VERSION and r.plan["family"] == "block"
+    assert r.model == {"name": "m", "title": "m", "identity": "asset:m:0"}
+    assert r.metrics == {"arc_easy/acc": 0.6, "arc_easy/chance": 0.25}
 
 
 def test_report_table_and_curves(tmp_path):
@@ -142,11 +163,11 @@ def test_curves_and_bars_draw_lm_eval_stderr(tmp_path, monkeypatch):
     assert bars == [[0.05]]
 
 
-@pytest.mark.skipif(not __import__("tests.conftest").conftest.have_asset("text"), reason="text")
+@needs_assets("text")
 def test_calibration_size_study_runs_on_a_tiny_model(tmp_path, monkeypatch):
     from layerprune import paths
     from layerprune.models.load import load_model
-    from layerprune.report.calibration_size import CRITERIA, calibration_study, plot_agreement
+    from layerprune.studies.calibration_size import CRITERIA, calibration_study, plot_agreement
     from tests.conftest import tiny_config
 
     monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans")

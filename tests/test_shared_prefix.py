@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from layerprune import pipeline
 from layerprune.config import validate
 from layerprune.evaluate.harness import _offline_task_manager, evaluate_tasks
-from layerprune.evaluate.perplexity import perplexity
+from layerprune.evaluate.perplexity import Windows, perplexity
 from layerprune.evaluate.prefix_plan import (
     ALIGN,
     ALIGN_MIN,
@@ -30,12 +30,13 @@ from layerprune.evaluate.prefix_plan import (
     plan_chunks,
     to_request,
 )
+from layerprune.evaluate.scorers import SharedScorer, StockScorer
 from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
 from layerprune.models.adapter import output_logits
 from layerprune.models.load import load_model
 from layerprune.surgery.blocks import remove_blocks
 from layerprune.surgery.sublayers import prune_sublayers
-from tests.conftest import FAMILIES, compose, have_asset, tiny_config
+from tests.conftest import FAMILIES, compose, have_asset, needs_assets, tiny_config
 
 ALL_FAMILIES = FAMILIES + ["gemma3_text"]
 TASKS = [
@@ -49,10 +50,7 @@ TASKS = [
     ("mmlu_anatomy", 5, 2),
     ("mmlu_virology", 5, 2),
 ]
-needs_data = pytest.mark.skipif(
-    not (have_asset("benchmarks") and have_asset("text")),
-    reason="benchmark/text assets not built: run `make assets`",
-)
+needs_data = needs_assets("benchmarks", "text")
 
 
 class _Recorder(LM):
@@ -372,16 +370,24 @@ def test_request_cache_never_scores_twice(tmp_path, monkeypatch):
     lm.model.get_decoder().register_forward_pre_hook(lambda *a: calls.append(1))
     identity = {"base": lm.identity, "removed_blocks": []}
     tasks = [("arc_easy", 0, 4)]
-    first = evaluate_tasks(lm.model, lm.tokenizer, tasks, cache_identity=identity)["arc_easy"]
+
+    def scored(tasks, scorer=None):
+        scorer = scorer or SharedScorer()
+        m = scorer.lm(lm.model, lm.tokenizer)
+        return evaluate_tasks(m, tasks, cache=scorer.cache_prefix(identity, m))
+
+    first = scored(tasks)["arc_easy"]
     assert first.misses == first.requests == 16 and first.hits == 0 and calls
     calls.clear()
-    again = evaluate_tasks(lm.model, lm.tokenizer, tasks, cache_identity=identity)["arc_easy"]
+    again = scored(tasks)["arc_easy"]
     assert not calls and again.hits == 16 and again.misses == 0
     assert again.metrics == first.metrics
-    more = evaluate_tasks(lm.model, lm.tokenizer, [("arc_easy", 0, 6)], cache_identity=identity)
+    more = scored([("arc_easy", 0, 6)])
     assert (more["arc_easy"].hits, more["arc_easy"].misses) == (16, 8)  # a larger limit
-    stock = evaluate_tasks(lm.model, lm.tokenizer, tasks, scoring="stock", cache_identity=identity)
+    stock = scored(tasks, StockScorer())
     assert stock["arc_easy"].misses == 16  # stock and shared answers are kept apart
+    changed = scored(tasks, SharedScorer(call_tokens=64))
+    assert changed["arc_easy"].misses == 16  # a profile setting changed: its own cache
 
 
 @needs_data
@@ -392,7 +398,7 @@ def test_jobs_share_the_request_cache_by_what_the_model_is(tmp_path, monkeypatch
     def job(*overrides):
         cfg = compose([*base, *overrides])
         out = tmp_path / str(len(list(tmp_path.iterdir())))
-        return pipeline.run(validate(cfg), OmegaConf.to_container(cfg), out)
+        return pipeline.run(validate(cfg), OmegaConf.to_container(cfg), out).to_dict()
 
     unpruned = job("pruning_method=none", "fraction=0")
     assert unpruned["eval_cache"] == {"hits": 0, "misses": 12}
@@ -413,8 +419,8 @@ def test_chunked_perplexity_equals_whole_logits(family):
     if family == "gemma3_text":  # final soft-capping applies after the head: keep it in play
         lm.model.config.final_logit_softcapping = 3.0
     ids = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(0))
-    whole = perplexity(lm.model, ids, 64, 48, batch_size=3, head_chunk=0)
-    chunked = perplexity(lm.model, ids, 64, 48, batch_size=3, head_chunk=272 * 5)  # 5 positions
+    whole = perplexity(lm.model, ids, Windows(64, 48, 3), head_chunk=0)
+    chunked = perplexity(lm.model, ids, Windows(64, 48, 3), head_chunk=272 * 5)  # 5 positions
     assert chunked.tokens == whole.tokens == 299
     assert chunked.loss == pytest.approx(whole.loss, rel=1e-5)
 

@@ -15,7 +15,7 @@ import pytest
 
 from layerprune.config import validate
 from layerprune.report.table import load_results
-from tests.conftest import CONF_DIR, compose, have_asset
+from tests.conftest import CONF_DIR, compose, needs_assets
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 LAYERPRUNE = str(Path(sys.executable).parent / "layerprune")
@@ -24,6 +24,7 @@ SWEEP = [
     "pruning_method=last_layers",
     "fraction=0.25,0.5",
     "benchmark=none",
+    "speed=none",
 ]
 
 
@@ -39,6 +40,7 @@ def sweep_points(experiment: str) -> list[list[str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_at_every_sweep_point(experiment):
     points = sweep_points(experiment)
@@ -55,6 +57,7 @@ def run_sweep(cwd: Path, extra: list[str] = ()) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_parallel_sweep_fills_store_then_skips(tmp_path):
     first = run_sweep(tmp_path, ["hydra/launcher=local", "hydra.sweep.dir=sweep1"])
     assert first.returncode == 0, first.stderr[-3000:]
@@ -79,6 +82,7 @@ def test_parallel_sweep_fills_store_then_skips(tmp_path):
     assert len(list((tmp_path / "outputs" / "runs").glob("*/results.json"))) == 4
 
 
+@pytest.mark.slow
 def test_killed_sweep_relaunched_runs_only_the_missing_jobs(tmp_path):
     store = tmp_path / "outputs" / "runs"
     proc = subprocess.Popen(
@@ -105,6 +109,7 @@ def test_killed_sweep_relaunched_runs_only_the_missing_jobs(tmp_path):
     assert not list(store.glob("*/.*.tmp"))  # no half-written file survived the kill
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_per_job(tmp_path):
     """tracking=wandb writes an offline run (no network) with the job's numbers and plan."""
 
@@ -121,6 +126,7 @@ def test_wandb_offline_run_per_job(tmp_path):
     assert b"params/after" in data and b"removed_blocks" in data and b"tiny_smoke" in data
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_fills_the_store(tmp_path):
     """The cluster path: the submitit launcher (as hydra/launcher=slurm) with its local
     executor runs each job in its own process; the run store holds both results."""
@@ -132,6 +138,7 @@ def test_submitit_local_sweep_fills_the_store(tmp_path):
             "pruning_method=last_layers",
             "fraction=0.25,0.5",
             "benchmark=none",
+            "speed=none",
             "hydra/launcher=submitit_local",
             "hydra.sweep.dir=sub",
         ],
@@ -148,7 +155,8 @@ def test_submitit_local_sweep_fills_the_store(tmp_path):
     )  # submitit ran them
 
 
-@pytest.mark.skipif(not have_asset("text"), reason="text asset not built: run `make assets`")
+@pytest.mark.slow
+@needs_assets("text")
 def test_stored_job_gets_its_figures_and_a_single_run_shows_the_unpruned_model(tmp_path):
     job = [
         LAYERPRUNE,
@@ -159,6 +167,7 @@ def test_stored_job_gets_its_figures_and_a_single_run_shows_the_unpruned_model(t
         "calibration.seq_len=32",
         "benchmark=arc_easy",
         "benchmark.tasks.0.limit=4",
+        "speed=structure",
     ]
     run = lambda folder: subprocess.run(  # noqa: E731
         [*job, f"hydra.run.dir={folder}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
@@ -168,6 +177,7 @@ def test_stored_job_gets_its_figures_and_a_single_run_shows_the_unpruned_model(t
     heatmap = (tmp_path / "a" / "distance_heatmap.png").read_bytes()
     # each metric beside the unpruned model's on the same items (run once, then stored)
     assert "arc_easy/acc = " in first.stdout and "   unpruned " in first.stdout
+    assert "speed (cpu): " in first.stdout and "KV cache 0.75x, weights" in first.stdout
     assert (tmp_path / "a" / "unpruned" / "results.json").exists()
     second = run("b")
     assert second.returncode == 0, second.stderr[-3000:]

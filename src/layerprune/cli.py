@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from layerprune import atomic
 from layerprune.config import register, validate
 from layerprune.errors import LayerpruneError
-from layerprune.preflight import preflight
+from layerprune.preflight import check_writable, preflight
+from layerprune.results import Results
+from layerprune.tracking import Tracker
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger("layerprune")
@@ -33,7 +35,7 @@ def _main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         checked = validate(cfg)
-        preflight(checked)  # unknown tasks, a fraction that removes every block: no load yet
+        preflight(checked, out_dir)  # tasks, fraction, model files, writable folders: no load yet
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run_job(checked, resolved, out_dir, multirun, list(hydra_cfg.overrides.task))
     except LayerpruneError as e:
@@ -47,7 +49,7 @@ def _main(cfg: DictConfig) -> None:
 
 def run_job(
     cfg, resolved: dict, out_dir: Path, multirun: bool, overrides: list[str] | None = None
-) -> dict:
+) -> Results:
     """Skip a stored job (its stored results and figures are copied here), else run, store and
     track it. A single run given its ``overrides`` also prints each metric beside the unpruned
     model's on the same items (that job is run once, then read from the store)."""
@@ -59,55 +61,65 @@ def run_job(
     if results is not None:
         log.info("skipped: already stored at %s (force=true reruns it)", store.path(key))
     else:
-        results = _run_and_store(cfg, resolved, out_dir, multirun, store, key)
+        results = _run_and_store(cfg, resolved, out_dir, multirun)
     unpruned = None
-    if overrides is not None and not multirun and not _is_unpruned(results):
-        unpruned = _unpruned_results(overrides, store, out_dir / "unpruned")
-    print_metrics(results["metrics"], unpruned["metrics"] if unpruned else None)
+    if overrides is not None and not multirun and not results.is_unpruned:
+        unpruned = _unpruned_results(overrides, store, out_dir / "unpruned", cfg.force)
+    print_metrics(results.metrics, unpruned.metrics if unpruned else None)
+    if results.speed and results.speed.get("ratios"):
+        from layerprune.speed import summary
+
+        print(f"speed ({results.speed['device']}): {summary(results.speed)}")
     return results
 
 
-def _run_and_store(cfg, resolved: dict, out_dir: Path, multirun: bool, store, key: str) -> dict:
+def _run_and_store(cfg, resolved: dict, out_dir: Path, multirun: bool) -> Results:
+    """Run the job (tracked) and put it into the run store."""
     from layerprune import pipeline
-    from layerprune.tracking import tracker
+    from layerprune.store import RunStore, job_key
 
-    t = cfg.tracking
-    group = t.group or (out_dir.parent.name if multirun else None)
-    with tracker(t.name, t.project, t.mode, group, out_dir.name, resolved, Path(t.dir)) as tr:
+    store, key = RunStore(Path(cfg.store_dir)), job_key(resolved)
+    group = out_dir.parent.name if multirun else None
+    with cfg.tracking.run(out_dir.name, group, resolved) as track:
         results = pipeline.run(cfg, resolved, out_dir)
-        tr.log_results(results, out_dir)
+        track(results, out_dir)
     store.put(key, results, out_dir)
     log.info("results: %s (stored as %s)", out_dir / "results.json", key)
     return results
 
 
-def _is_unpruned(results: dict) -> bool:
-    plan = results["plan"]
-    removed = plan["removed_blocks"] or plan["removed_attention"] or plan["removed_mlp"]
-    return not removed and not results.get("healing")
-
-
 # overrides that say what is pruned or healed: the unpruned comparison drops them
-_PRUNING_KEYS = ("pruning_method", "fraction", "healing", "metric", "combo", "force")
+_PRUNING_KEYS = (
+    "pruning_method",
+    "fraction",
+    "healing",
+    "metric",
+    "combo",
+    "force",
+    "save_checkpoint",
+    "speed",
+)
 
 
-def _unpruned_results(overrides: list[str], store, out_dir: Path) -> dict:
-    """The unpruned, unhealed model on the same benchmark items: from the store, or run once."""
+def _unpruned_results(overrides: list[str], store, out_dir: Path, force: bool) -> Results:
+    """The unpruned, unhealed model on the same benchmark items: from the store, or run once
+    (again with ``force``); never saved as a checkpoint."""
     from hydra import compose
 
     from layerprune.store import job_key
 
     keep = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] not in _PRUNING_KEYS]
-    cfg = compose("config", overrides=[*keep, "pruning_method=none", "fraction=0", "healing=none"])
+    fixed = ["pruning_method=none", "fraction=0", "healing=none", "speed=none"]
+    cfg = compose("config", overrides=[*keep, *fixed])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     key = job_key(resolved)
-    results = store.restore(key, out_dir)
+    results = None if force else store.restore(key, out_dir)
     if results is None:
         log.info("the unpruned model on the same items (once; then from the store)")
         checked = validate(cfg)
-        checked.tracking.name = "none"  # a reference for this run's printout, not a tracked job
-        results = _run_and_store(checked, resolved, out_dir, False, store, key)
+        checked.tracking = Tracker()  # a reference for this run's printout, not a tracked job
+        results = _run_and_store(checked, resolved, out_dir, False)
     return results
 
 
@@ -162,6 +174,8 @@ def precheck(argv: list[str]) -> str | None:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("config", overrides=argv)
+        # the folders first: a read-only store fails before the heavier imports of validate
+        check_writable(Path(str(cfg.store_dir)), "store_dir")
         preflight(validate(cfg))
     except LayerpruneError as e:
         return str(e)

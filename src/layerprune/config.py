@@ -4,6 +4,10 @@ The root schema types every group, so a misspelled key or a value of the wrong t
 when Hydra composes the config, naming the key. Choices are Enums (an unknown value lists the
 valid ones). Checks that types cannot express (ranges, combinations) live in ``__post_init__``
 and run in ``validate()``, before anything is loaded or written.
+
+The plug-in groups (``pruning_method``, ``healing``, ``scorer``, ``tracking``) are nodes with a
+``_target_`` class; ``validate()`` builds them into their objects (``plugins.build``), typed
+by their own dataclass fields.
 """
 
 from __future__ import annotations
@@ -42,11 +46,6 @@ class DataSource(str, Enum):
     hub = "hub"  # stock lm-eval tasks as shipped (needs the Hub)
 
 
-class Scoring(str, Enum):
-    shared = "shared"  # shared-prefix scorer: stock lm-eval's answers, faster (evaluate/shared_prefix.py)
-    stock = "stock"  # lm-eval's own HFLM
-
-
 class TextSplit(str, Enum):
     calibration = "calibration"
     healing = "healing"
@@ -77,6 +76,9 @@ class RandomModelConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING  # short name for run dirs and tables
+    # what the model is, for tables and figures: base / instruct / coder, where the weights
+    # come from and their quantisation before dequantising (empty: the name)
+    title: str = ""
     source: ModelSource = ModelSource.hub
     id: str = MISSING  # Hub id, folder, or asset name
     revision: str | None = None
@@ -131,41 +133,6 @@ class MetricConfig:
         self.reduction = TokenReduction(self.reduction)
 
 
-HEALING_METHODS = ("none", "lora", "qlora", "partial")
-
-
-@dataclass
-class HealingConfig:
-    """Fine-tuning after pruning on the calibration source's ``healing`` split (disjoint from
-    calibration and evaluation text). CPU-sized defaults; ``qlora_gromov`` is the paper's."""
-
-    name: str = "none"
-    steps: int = 40  # optimiser steps
-    batch_size: int = 4  # sequences per micro-batch
-    grad_accum: int = 1
-    seq_len: int = 256
-    lr: float = 3e-4
-    warmup_steps: int = 4
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["gate_proj", "up_proj", "down_proj"])
-    partial_blocks: int = 3  # partial: the last k surviving blocks (+ lm_head) are trained
-    merge: bool = False  # also save a merged checkpoint that vanilla transformers loads
-    checkpoint_every: int = 10  # resumable state every N steps (0 = never)
-
-    def __post_init__(self) -> None:
-        if self.name not in HEALING_METHODS:
-            raise LayerpruneError(f"healing.name={self.name!r}: one of {HEALING_METHODS}")
-        for key in ("steps", "batch_size", "grad_accum", "seq_len", "lora_rank", "partial_blocks"):
-            if getattr(self, key) < 1:
-                raise LayerpruneError(f"healing.{key} must be >= 1, got {getattr(self, key)}")
-        if not self.lr > 0:
-            raise LayerpruneError(f"healing.lr must be > 0, got {self.lr}")
-
-
 @dataclass
 class PerplexityConfig:
     """Token perplexity on held-out text: documents joined with EOS, cut into windows."""
@@ -205,16 +172,13 @@ class TaskConfig:
 class BenchmarkConfig:
     name: str = MISSING
     data: DataSource = DataSource.offline
-    scoring: Scoring = Scoring.shared
-    request_cache: bool = True  # one lm-eval request cache per model (never scores twice)
-    batch_size: int = 0  # stock scoring: 0 = fastest measured on CPU (16), "auto" on CUDA
     tasks: list[TaskConfig] = field(default_factory=list)
     perplexity: list[PerplexityConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from layerprune.assets.benchmarks import BENCHMARKS
 
-        self.data, self.scoring = DataSource(self.data), Scoring(self.scoring)
+        self.data = DataSource(self.data)
         for t in self.tasks:
             offline = BENCHMARKS.get(t.name) if self.data == DataSource.offline else None
             if offline and t.num_fewshot > 0 and not offline.fewshot_ok:
@@ -226,18 +190,26 @@ class BenchmarkConfig:
 
 
 @dataclass
-class TrackingConfig:
-    name: str = "none"  # none | wandb
-    project: str = "layerprune"
-    mode: str = "offline"  # offline (files under dir; `wandb sync` later) | online
-    group: str | None = None  # default: the sweep folder's name
-    dir: str = "outputs/wandb"
+class SpeedConfig:
+    """What the speed stage measures, pruned against unpruned in one process (``speed.py``);
+    empty batch lists measure the exact structure figures only."""
+
+    name: str = "default"
+    enabled: bool = True
+    prefill_batches: list[int] = field(default_factory=lambda: [1, 4])
+    prefill_length: int = 256
+    decode_batches: list[int] = field(default_factory=lambda: [1, 8])
+    prompt_length: int = 32  # the fixed prompt before decoding
+    new_tokens: int = 32  # forced (min_new_tokens = max_new_tokens)
+    min_run_time: float = 0.3  # seconds per timed setting (torch.utils.benchmark)
+    rounds: int = 2  # unpruned / pruned alternations per setting
 
     def __post_init__(self) -> None:
-        if self.name not in ("none", "wandb"):
-            raise LayerpruneError(f"tracking.name={self.name!r}: none or wandb")
-        if self.mode not in ("offline", "online", "disabled"):
-            raise LayerpruneError(f"tracking.mode={self.mode!r}: offline, online or disabled")
+        sizes = [*self.prefill_batches, *self.decode_batches, self.prefill_length]
+        if min(sizes + [self.prompt_length, self.rounds]) < 1 or self.new_tokens < 2:
+            raise LayerpruneError(
+                "speed: batches, lengths and rounds must be >= 1, new_tokens >= 2"
+            )
 
 
 @dataclass
@@ -246,13 +218,14 @@ class Config:
 
     model: ModelConfig = MISSING
     calibration: CalibrationConfig = MISSING
-    # a method plug-in: {_target_: <PruningMethod subclass>, ...its settings}; validate()
-    # turns it into that object (layerprune.methods.base)
-    pruning_method: Any = MISSING
+    # plug-ins: {_target_: <class>, ...its settings}; validate() turns each into its object
+    pruning_method: Any = MISSING  # a layerprune.methods.base.PruningMethod
     metric: MetricConfig = MISSING
-    healing: HealingConfig = MISSING
+    healing: Any = MISSING  # a layerprune.heal.base.Healer
     benchmark: BenchmarkConfig = MISSING
-    tracking: TrackingConfig = MISSING
+    scorer: Any = MISSING  # a layerprune.evaluate.scorers.Scorer
+    speed: SpeedConfig = MISSING
+    tracking: Any = MISSING  # a layerprune.tracking.Tracker
     experiment: str | None = None  # set by conf/experiment files; used to filter reports
     fraction: float = 0.0  # of blocks (block methods) or of sublayers (FinerCut)
     seed: int = 0
@@ -263,9 +236,16 @@ class Config:
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:
             raise LayerpruneError(f"fraction={self.fraction} is out of range: expected 0 <= f < 1")
-        from layerprune.methods.base import build_method
+        from layerprune.evaluate.scorers import Scorer
+        from layerprune.heal.base import Healer
+        from layerprune.methods.base import PruningMethod
+        from layerprune.plugins import build
+        from layerprune.tracking import Tracker
 
-        method = self.pruning_method = build_method(self.pruning_method)
+        method = self.pruning_method = build(self.pruning_method, PruningMethod, "pruning_method")
+        self.healing = build(self.healing, Healer, "healing")
+        self.scorer = build(self.scorer, Scorer, "scorer")
+        self.tracking = build(self.tracking, Tracker, "tracking")
         if self.metric.name == "default" and method.default_metric:
             name, reduction = method.default_metric
             self.metric = MetricConfig(name, TokenReduction(reduction))

@@ -9,14 +9,15 @@ from typing import Any
 @dataclass
 class PruningPlan:
     method: str
-    metric: str | None
-    fraction: float
-    num_candidates: int  # L blocks, or 2L sublayers for FinerCut
+    metric: str | None = None
+    fraction: float = 0.0
+    num_candidates: int = 0  # L blocks, or 2L sublayers for FinerCut
     removed_blocks: list[int] = field(default_factory=list)
     removed_attention: list[int] = field(default_factory=list)
     removed_mlp: list[int] = field(default_factory=list)
     scores: dict[str, Any] = field(default_factory=dict)  # what chose the removal
     note: str = ""
+    family: str = "block"  # what the method removes: "block" | "sublayer" (for reports)
 
     @property
     def is_empty(self) -> bool:

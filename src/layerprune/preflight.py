@@ -1,7 +1,9 @@
 """Checks a job's config needs beyond its types, run before any model is loaded (single runs:
 in the CLI's up-front check; sweeps: at the start of each job): every task exists (offline:
-the asset cache mirrors it; hub: lm-eval knows its name), and the fraction leaves a block.
-The model's block count comes from its config.json (no weights are read)."""
+the asset cache mirrors it; hub: lm-eval knows its name), the fraction leaves a block, the
+model folder's JSON files parse, the folders the job writes (run store, outputs, the cache
+home) are writable, and a checkpoint to be saved fits on the disk. The model's block count
+comes from its config.json (no weights are read)."""
 
 from __future__ import annotations
 
@@ -16,12 +18,84 @@ from layerprune.errors import LayerpruneError
 log = logging.getLogger(__name__)
 
 
-def preflight(cfg: Config) -> None:
-    """Raise ``LayerpruneError`` (one line) for an unknown task or a fraction removing all."""
+def preflight(cfg: Config, out_dir: Path | None = None) -> None:
+    """Raise ``LayerpruneError`` (one line) for what would fail later (module doc)."""
     check_tasks(cfg.benchmark)
+    check_model_files(cfg.model)
     blocks = num_blocks(cfg.model)
     if blocks is not None:
         cfg.pruning_method.count(cfg.fraction, blocks)  # raises if nothing would remain
+    out = out_dir or Path("outputs")
+    for folder, what in (
+        (Path(cfg.store_dir), "store_dir"),
+        (out, "the output folder"),
+        (paths.home(), "the cache home (LAYERPRUNE_HOME)"),
+    ):
+        check_writable(folder, what)
+    if cfg.save_checkpoint or cfg.healing.wants_checkpoint():
+        check_space(cfg.model, out)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """``folder`` (or, if it does not exist yet, its nearest existing parent: nothing is made
+    here) takes a file, else one line saying which and why."""
+    import tempfile
+
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise LayerpruneError(f"{what} {folder} is not writable: {e.strerror or e}") from e
+
+
+def _folder(cfg: ModelConfig) -> Path | None:
+    if cfg.source == ModelSource.asset:
+        return paths.models_dir() / cfg.id
+    if cfg.source == ModelSource.path:
+        return Path(cfg.id).expanduser()
+    return None
+
+
+def check_model_files(cfg: ModelConfig) -> None:
+    """The model folder's JSON files (config, tokenizer, generation) parse; a broken one is
+    named in the error instead of surfacing as a bare decoder message."""
+    folder = _folder(cfg)
+    if folder is None or not folder.is_dir():
+        return
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+    ):
+        file = folder / name
+        if file.exists():
+            try:
+                json.loads(file.read_text())
+            except (ValueError, OSError) as e:
+                raise LayerpruneError(f"model file {file} is not valid JSON: {e}") from e
+
+
+def check_space(cfg: ModelConfig, out: Path) -> None:
+    """A checkpoint about the size of the model's weights fits where the job writes."""
+    import shutil
+
+    folder = _folder(cfg)
+    if folder is None or not folder.is_dir():
+        return  # a Hub model's size is not known before it is downloaded
+    need = sum(f.stat().st_size for g in ("*.safetensors", "*.bin") for f in folder.glob(g))
+    free = shutil.disk_usage(out if out.exists() else Path.cwd()).free
+    if need * 1.1 > free:
+        raise LayerpruneError(
+            f"saving the pruned checkpoint needs up to {need / 2**30:.2f} GiB in {out}; "
+            f"{free / 2**30:.2f} GiB free (save_checkpoint=false, or free some space)"
+        )
 
 
 def check_tasks(bench: BenchmarkConfig) -> None:
@@ -83,7 +157,10 @@ def num_blocks(cfg: ModelConfig) -> int | None:
         file = folder.expanduser() / "config.json"
         if not file.exists():
             return None  # the loader says what is missing
-        config = json.loads(file.read_text())
+        try:
+            config = json.loads(file.read_text())
+        except ValueError as e:
+            raise LayerpruneError(f"model file {file} is not valid JSON: {e}") from e
     layers = config.get("num_hidden_layers") or config.get("text_config", {}).get(
         "num_hidden_layers"
     )

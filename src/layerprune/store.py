@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from layerprune import atomic
+from layerprune.errors import LayerpruneError
+from layerprune.integrity import quarantine
+from layerprune.results import Results, ResultsVersionError
+
+log = logging.getLogger("layerprune")
 
 # keys that change where or how a job is reported, not what it computes
 NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking")
@@ -36,12 +41,22 @@ class RunStore:
     def path(self, key: str) -> Path:
         return self.root / key / "results.json"
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The stored results, or None."""
+    def get(self, key: str) -> Results | None:
+        """The stored results, or None: also when the file is damaged (moved aside, one
+        warning) or of another schema version (the job runs again and replaces it)."""
         path = self.path(key)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return Results.load(path)
+        except ResultsVersionError as e:
+            log.warning("%s: running the job again", e)
+            return None
+        except LayerpruneError as e:
+            quarantine(path, e)
+            return None
 
-    def put(self, key: str, results: dict[str, Any], job_dir: Path | None = None) -> Path:
+    def put(self, key: str, results: Results, job_dir: Path | None = None) -> Path:
         """Store atomically, with the figures of ``job_dir``; returns the path."""
         if job_dir is not None:
             for figure in sorted(f for g in FIGURES for f in Path(job_dir).glob(g)):
@@ -49,17 +64,17 @@ class RunStore:
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(figure, tmp)
                 tmp.replace(self.root / key / figure.name)
-        atomic.write_json(self.path(key), results)
+        results.write(self.path(key))
         return self.path(key)
 
-    def restore(self, key: str, job_dir: Path) -> dict[str, Any] | None:
+    def restore(self, key: str, job_dir: Path) -> Results | None:
         """A stored job's results and figures copied into ``job_dir``; None if not stored."""
         results = self.get(key)
         if results is not None:
             job_dir.mkdir(parents=True, exist_ok=True)
             for figure in sorted(f for g in FIGURES for f in (self.root / key).glob(g)):
                 shutil.copyfile(figure, job_dir / figure.name)
-            atomic.write_json(job_dir / "results.json", results)
+            results.write(job_dir / "results.json")
         return results
 
     def all(self) -> list[Path]:

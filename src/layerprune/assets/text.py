@@ -15,7 +15,7 @@ from pathlib import Path
 
 SPLITS: dict[str, float] = {"calibration": 0.25, "healing": 0.60, "evaluation": 0.15}
 SOURCES: dict[str, str] = {"c4": "c4.utf8", "wiki": "wiki.utf8"}
-MIN_WIKI_WORDS = 100  # most articles are stubs; ASSETS.md counts 494 with >= 100 words
+MIN_WIKI_WORDS = 100  # most articles are stubs: 494 of 2,349 have >= 100 words
 SEED = 1234
 
 _DOC = re.compile(r'<doc id="(\d+)"[^>]*title="([^"]*)">\n(.*?)\n</doc>', re.S)

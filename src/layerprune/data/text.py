@@ -16,5 +16,10 @@ def load_documents(source: str, split: str) -> list[str]:
             f"offline text {source}/{split} is not in the asset cache ({path}); "
             "fetch it with `layerprune-assets text` (or `make assets`)"
         )
+    from layerprune.assets.verify import content_identity
+
+    content_identity(
+        "text", paths.text_dir()
+    )  # a changed file: one warning (caches key by content)
     with open(path, encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]

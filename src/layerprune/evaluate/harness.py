@@ -3,10 +3,9 @@
 ``data="offline"`` runs the *stock* task definitions with only ``dataset_path`` pointed at the
 asset cache's Hub-layout folders (``layerprune.assets.benchmarks``); ``data="hub"`` runs them
 as lm-eval ships them. Each task is one ``simple_evaluate`` call, so tasks can have their own
-shots and limits and each gets its own timing. ``scoring="shared"`` (default) scores
-log-likelihood requests with ``SharedPrefixLM`` (stock's answers, faster), ``"stock"`` with
-lm-eval's own ``HFLM``. Given the model's identity, answers go through lm-eval's request cache,
-one database per model (``request_cache.py``).
+shots and limits and each gets its own timing. The lm-eval model object comes from the scorer
+plug-in (``scorers.py``); given a request cache database, answers go through lm-eval's request
+cache, one database per model (``request_cache.py``).
 """
 
 from __future__ import annotations
@@ -18,16 +17,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import torch
 from filelock import FileLock
 
 from layerprune import paths
 from layerprune.errors import LayerpruneError
+from layerprune.evaluate.request_cache import check_database
 
 log = logging.getLogger(__name__)
-CPU_BATCH_SIZE = 16  # fastest of 1/4/8/16/32/64 on 2 CPU cores (benchmarks/eval_throughput.py)
 
 
 @dataclass
@@ -40,6 +37,7 @@ class TaskResult:
     # every request's (log-likelihood, is_greedy), by subtask, item and choice (benchmarks)
     answers: list[tuple[float, bool]] = field(default_factory=list)
     arguments: list[tuple[str, str]] = field(default_factory=list)  # (context, continuation)
+    items: dict[str, list] = field(default_factory=dict)  # per-item columns (``_items``)
 
 
 def _offline_task_manager(tasks: list[str], tmp: Path):
@@ -59,6 +57,9 @@ def _offline_task_manager(tasks: list[str], tmp: Path):
             f"offline benchmarks are not in the asset cache ({paths.datasets_dir()}); "
             "fetch them with `layerprune-assets benchmarks` (or `make assets`)"
         )
+    from layerprune.assets.verify import content_identity
+
+    content_identity("benchmarks", paths.datasets_dir())  # a changed file: one warning
     write_task_overrides(paths.datasets_dir(), tmp, tasks)
     return TaskManager(include_path=str(tmp))
 
@@ -105,38 +106,38 @@ def _flatten(name: str, out: dict) -> dict[str, float]:
     return metrics
 
 
-def evaluate_tasks(
-    model: torch.nn.Module,
-    tokenizer,
-    tasks: list[tuple[str, int, float | None]],
-    data: str = "offline",
-    batch_size: int = 0,
-    scoring: str = "shared",
-    cache_identity: dict[str, Any] | None = None,
-) -> dict[str, TaskResult]:
-    """Run ``(task, num_fewshot, limit)`` triples; returns per-task metrics and wall time.
+def _items(name: str, out: dict) -> dict[str, list]:
+    """Per-item results of every task under ``name``, as columns: ``doc`` (subtask:doc_id),
+    ``target``, ``pred`` (the option of highest log-likelihood), and each per-item metric
+    lm-eval logged (``acc``, ``acc_norm``, ...). Paired comparisons read these."""
+    cols: dict[str, list] = {"doc": [], "target": [], "pred": []}
+    metrics: list[str] = []
+    for t in _leaves(name, out.get("group_subtasks", {})):
+        for s in sorted(out.get("samples", {}).get(t, []), key=lambda s: s["doc_id"]):
+            if not metrics:
+                metrics = [m for m in s.get("metrics", []) if isinstance(s.get(m), int | float)]
+                cols.update({m: [] for m in metrics})
+            lls = [float(r[0]) for r in s.get("filtered_resps", [])]
+            cols["doc"].append(f"{t}:{s['doc_id']}")
+            target = s.get("target")
+            cols["target"].append(target if isinstance(target, int) else str(target))
+            cols["pred"].append(max(range(len(lls)), key=lls.__getitem__) if lls else None)
+            for m in metrics:
+                cols[m].append(float(s[m]))
+    return cols
 
-    ``batch_size=0`` means the measured CPU optimum on CPU and lm-eval's ``auto`` on CUDA (stock
-    scoring; the shared scorer sizes its own batches). ``cache_identity``: what the model is
-    (``request_cache.cache_prefix``); None evaluates without the request cache.
-    """
+
+def evaluate_tasks(
+    lm, tasks: list[tuple[str, int, int | None]], data: str = "offline", cache: Path | None = None
+) -> dict[str, TaskResult]:
+    """Run ``(task, num_fewshot, limit)`` triples with the lm-eval model ``lm`` (a
+    ``Scorer.lm``); returns per-task metrics, per-item results and wall time. ``cache``: the
+    request cache database (``Scorer.cache_prefix``), None for none."""
     from lm_eval import simple_evaluate
 
-    from layerprune.evaluate.request_cache import cache_prefix
-    from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
-
-    if scoring not in ("shared", "stock"):
-        raise LayerpruneError(f"benchmark.scoring={scoring!r}: shared or stock")
-    device = next(model.parameters()).device
-    if batch_size <= 0:
-        batch_size = "auto" if device.type == "cuda" else CPU_BATCH_SIZE
+    model = lm.model
     was_training = model.training
     model.eval()
-    cls = SharedPrefixLM if scoring == "shared" else CountingLM
-    lm = cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-    prefix = (
-        None if cache_identity is None else cache_prefix(cache_identity, scoring, lm.max_length)
-    )
     results: dict[str, TaskResult] = {}
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp:
         if data == "offline":
@@ -147,10 +148,12 @@ def evaluate_tasks(
 
             manager = TaskManager()
         for name, shots, limit in tasks:
-            log.info("evaluating %s (%d-shot, limit %s, %s scoring)", name, shots, limit, scoring)
+            log.info("evaluating %s (%d-shot, limit %s, %s)", name, shots, limit, type(lm).__name__)
             start, before = time.perf_counter(), lm.model_requests
             # one writer per database: parallel jobs evaluating the same model take turns
-            with FileLock(f"{prefix}.lock") if prefix else nullcontext():
+            with FileLock(f"{cache}.lock") if cache else nullcontext():
+                if cache:
+                    check_database(cache)
                 out = simple_evaluate(
                     model=lm,
                     tasks=[name],
@@ -160,7 +163,7 @@ def evaluate_tasks(
                     log_samples=True,
                     bootstrap_iters=1000,
                     verbosity="WARNING",
-                    use_cache=str(prefix) if prefix else None,
+                    use_cache=str(cache) if cache else None,
                 )
             seconds = time.perf_counter() - start
             requests = sum(len(s["arguments"]) for s in _samples(name, out))
@@ -174,6 +177,7 @@ def evaluate_tasks(
                 misses,
                 [a for a, _ in answered],
                 [r for _, r in answered],
+                _items(name, out),
             )
             log.info(
                 "%s: %s (%.0f s; requests: %d from the cache, %d scored)",

@@ -66,13 +66,21 @@ def windows(n_tokens: int, context_length: int, stride: int) -> list[tuple[int, 
 HEAD_CHUNK = 1 << 26
 
 
+@dataclass(frozen=True)
+class Windows:
+    """How a token stream is scored: windows of ``context_length`` tokens every ``stride``
+    tokens (each scores its last ``stride``), ``batch_size`` windows per forward."""
+
+    context_length: int
+    stride: int
+    batch_size: int = 4
+
+
 @torch.no_grad()
 def perplexity(
     model: torch.nn.Module,
     ids: torch.Tensor,
-    context_length: int,
-    stride: int,
-    batch_size: int = 4,
+    w: Windows,
     desc: str = "perplexity",
     head_chunk: int = HEAD_CHUNK,
 ) -> PerplexityResult:
@@ -83,6 +91,7 @@ def perplexity(
     Gemma3's 262k vocabulary); ``head_chunk=0`` computes them whole (the reference).
     """
     device = next(model.parameters()).device
+    context_length, stride, batch_size = w.context_length, w.stride, w.batch_size
     spans = windows(len(ids), context_length, stride)
     total_nll, total_tokens = 0.0, 0
     groups: dict[int, list[tuple[int, int, int]]] = {}

@@ -22,12 +22,13 @@ from layerprune import atomic, paths
 CACHE_VERSION = 2  # bump when scoring changes what a request's answer is (2: aligned options)
 
 
-def cache_prefix(identity: dict[str, Any], scoring: str, max_length: int) -> Path:
+def cache_prefix(identity: dict[str, Any], scorer: dict[str, Any], max_length: int) -> Path:
     """The ``use_cache`` prefix of this model's database (lm-eval appends ``_rank0.db``);
-    ``identity.json`` beside it says which model it belongs to."""
+    ``identity.json`` beside it says which model it belongs to. ``scorer``: what of the scorer
+    changes an answer (``{"scoring": "shared"}``, ``Scorer.key``)."""
     described = {
         "model": identity,
-        "scoring": scoring,
+        **scorer,
         "max_length": max_length,
         "version": CACHE_VERSION,
     }
@@ -36,3 +37,28 @@ def cache_prefix(identity: dict[str, Any], scoring: str, max_length: int) -> Pat
     if not (folder / "identity.json").exists():
         atomic.write_text(folder / "identity.json", json.dumps(described, indent=2, default=str))
     return folder / "requests"
+
+
+def check_database(prefix: Path) -> None:
+    """Move aside a damaged database of ``prefix`` (lm-eval opens ``<prefix>_rank0.db``; a
+    truncated or overwritten file would fail deep inside the evaluation, after scan and prune,
+    and on every later run): SQLite's integrity check and a read of its table must pass."""
+    import sqlite3
+
+    from layerprune.integrity import quarantine
+
+    db = Path(f"{prefix}_rank0.db")
+    if not db.exists():
+        return
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+            tables = [
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            for table in tables:
+                con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        if ok != "ok":
+            raise sqlite3.DatabaseError(ok)
+    except sqlite3.Error as e:
+        quarantine(db, e)

@@ -13,25 +13,43 @@ calls at once (``_Head``).
 ``loglikelihood_rolling`` and generation stay stock. A model whose forward cannot continue a
 cache under such a mask (checked once on real tokens) is scored the stock way, with a log line.
 
-Exactness rules, from ``../shared/EVAL_NOTES.md``: a fresh ``DynamicCache()`` (no config: full
-KV per layer; the mask enforces sliding windows, by position); explicit ``position_ids``; right
-padding only; a padding token attends to itself only. The mask is 4-D (boolean for SDPA,
-additive for eager attention), one per layer type for models with ``layer_types``.
+Exactness rules (``docs/scoring.md`` says why each holds): a fresh ``DynamicCache()`` (no
+config: full KV per layer; the mask enforces sliding windows, by position); explicit
+``position_ids``; right padding only; a padding token attends to itself only. The mask is 4-D
+(boolean for SDPA, additive for eager attention), one per layer type for models with
+``layer_types``.
+
+Its constants are a per-device ``ScoringProfile`` (``PROFILES``): the CPU one is measured on
+the 2-core AVX-512 machines here (float32); the CUDA one has no alignment gaps and large calls
+(not measured for rounding: see ``docs/scoring.md``). ``scorer=shared`` settings override any
+of them.
+
+It is also an lm-eval model, ``layerprune-shared`` (``@register_model``): any Hugging Face
+checkpoint is scored by it with lm-eval's own flags and output through
+``layerprune-lm-eval --model layerprune-shared --model_args pretrained=DIR --tasks ...``.
+
+It implements ``_loglikelihood_tokens``, which lm-eval's ``TemplateLM`` declares abstract for
+its subclasses to implement (``loglikelihood`` encodes the requests and calls it); the
+signature is checked by a test against the installed lm-eval.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from layerprune.evaluate.perplexity import HEAD_CHUNK
 from layerprune.evaluate.prefix_plan import (
+    ALIGN,
+    ALIGN_MIN,
     Packed,
     Request,
     common_prefix,
@@ -45,11 +63,45 @@ from layerprune.models.adapter import output_logits
 
 log = logging.getLogger(__name__)
 
-# Every matmul runs on at least this many rows: MKL's float32 GEMM rounds a row differently
-# when it is one of fewer than 12 rows (except 4 and 8) on the 2-core AVX-512 CPUs measured
-# here, while stock runs [batch, length] rows at once. Short prefix extensions and the LM head
-# on a few positions are padded to this.
-MIN_CALL_TOKENS = 16
+
+@dataclass(frozen=True)
+class ScoringProfile:
+    """The shared-prefix scorer's constants for one kind of device (``docs/scoring.md``).
+
+    - ``align`` / ``align_min``: the runs that an option of ``align_min``+ tokens reads start a
+      multiple of ``align`` tokens after where stock has their first token (masked gap tokens
+      before them), so float32 attention rounds them as stock does (0: no gaps);
+    - ``min_call_tokens``: every matmul runs on at least this many rows (MKL's float32 GEMM
+      rounds a row differently when it is one of fewer than 12 rows, 4 and 8 excepted);
+    - ``batch_tokens``: at most this many padded tokens per decoder call;
+    - ``call_tokens``: what one more decoder call costs, in decoder positions (weighed against
+      padding by ``prefix_plan.plan_batches``);
+    - ``join_tokens``: a group joins the running chunk if that makes the others recompute at
+      most this many positions (``prefix_plan.plan_chunks``).
+    """
+
+    align: int = ALIGN
+    align_min: int = ALIGN_MIN
+    min_call_tokens: int = 16
+    batch_tokens: int = 1024
+    call_tokens: int = 16
+    join_tokens: int = 64
+
+
+PROFILES = {
+    # measured on the 2-core AVX-512 CPUs, float32 (benchmarks/attention_alignment.py,
+    # benchmarks/eval_throughput.py): 16 float32 lanes; a call costs ~8 positions' time
+    "cpu": ScoringProfile(),
+    # not measured for rounding: no alignment gaps; a call is kernel launches, positions are
+    # nearly free until the GPU is full
+    "cuda": ScoringProfile(align=0, batch_tokens=16384, call_tokens=1024),
+}
+
+
+def profile_for(device: str, **overrides) -> ScoringProfile:
+    """The profile of ``device`` ("cpu", "cuda", "cuda:1", ...) with ``overrides`` (None = keep)."""
+    base = PROFILES["cuda" if device.startswith("cuda") else "cpu"]
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 class CountingLM(HFLM):
@@ -97,32 +149,21 @@ def _expanded(cache: DynamicCache, rows: int) -> DynamicCache:
     return out
 
 
+@register_model("layerprune-shared")
 class SharedPrefixLM(CountingLM):
     """``HFLM`` whose ``loglikelihood`` scores requests through a prefix trie (module doc).
 
-    ``join_tokens``: a group joins the running chunk if that makes the others recompute at
-    most this many positions. ``batch_tokens``: one decoder call runs at most this many padded
-    tokens (rows x longest row). ``call_tokens``: what one more decoder call costs, in decoder
-    positions; ``prefix_plan.plan_batches`` weighs it against padding. On CPU a call is a few
-    hundred small ops (about 8 positions' time on 2 cores for SmolLM2) and a matmul of fewer
-    rows runs slower, so the default is 16. On CUDA 1024, a guess not measured here (a call
-    is kernel launches; positions are nearly free until the GPU is full). The LM head runs
-    apart from the decoder calls, on up to ``HEAD_CHUNK`` logits' worth of scored positions.
+    ``profile``: a ``ScoringProfile`` (default: the device's, ``PROFILES``); from the lm-eval
+    command line its fields are model arguments too (``--model_args
+    pretrained=DIR,call_tokens=64``). The LM head runs apart from the decoder calls, on up to
+    ``HEAD_CHUNK`` logits' worth of scored positions.
     """
 
-    def __init__(
-        self,
-        *args,
-        join_tokens: int = 64,
-        batch_tokens: int | None = None,
-        call_tokens: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, *args, profile: ScoringProfile | None = None, **kwargs):
+        fields = ScoringProfile.__dataclass_fields__
+        overrides = {k: int(kwargs.pop(k)) for k in list(kwargs) if k in fields}
         super().__init__(*args, **kwargs)
-        self.join_tokens = join_tokens
-        cpu = self.device.type == "cpu"
-        # padded tokens per model call (rows x length)
-        self.batch_tokens = batch_tokens or (1024 if cpu else 16384)
+        self.profile = profile or profile_for(self.device.type, **overrides)
         self.model_calls = 0
         self._cache_ok: bool | None = None  # decided on the first request
         self._cache_kw = _cache_keyword(self.model)
@@ -131,8 +172,7 @@ class SharedPrefixLM(CountingLM):
         self._eager = base.config._attn_implementation == "eager"
         # LM head positions at once: at most HEAD_CHUNK logits (64M floats)
         head = base.get_output_embeddings().weight
-        self.head_positions = max(MIN_CALL_TOKENS, HEAD_CHUNK // head.shape[0])
-        self.call_tokens = call_tokens or (16 if cpu else 1024)
+        self.head_positions = max(self.profile.min_call_tokens, HEAD_CHUNK // head.shape[0])
         # a float32 head, no autocast, float32 log-softmax: the head runs into kept buffers
         self._vocab = head.shape[0]
         self._plain_head = (
@@ -163,11 +203,11 @@ class SharedPrefixLM(CountingLM):
 
     def _log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Log-softmax of the LM head on final hidden states ``[positions, hidden]``, as stock
-        computes it. Fewer than ``MIN_CALL_TOKENS`` positions are padded (the matmul rounds
+        computes it. Fewer than ``min_call_tokens`` positions are padded (the matmul rounds
         small batches differently)."""
-        n = hidden.shape[0]
-        if n < MIN_CALL_TOKENS:
-            hidden = torch.cat([hidden, hidden[-1:].expand(MIN_CALL_TOKENS - n, -1)])
+        n, least = hidden.shape[0], self.profile.min_call_tokens
+        if n < least:
+            hidden = torch.cat([hidden, hidden[-1:].expand(least - n, -1)])
         base = _unwrap(self.model)
         with torch.inference_mode(), self._autocast():
             if not self._plain_head:
@@ -192,8 +232,8 @@ class SharedPrefixLM(CountingLM):
 
     def _padded(self, seqs: list[tuple[int, ...]]) -> torch.Tensor:
         """Right-padded ``[rows, longest]`` token ids (pad 0, as stock); a call of fewer than
-        ``MIN_CALL_TOKENS`` tokens is padded wider (see ``MIN_CALL_TOKENS``)."""
-        width = max(max(len(s) for s in seqs), -(-MIN_CALL_TOKENS // len(seqs)))
+        ``min_call_tokens`` tokens is padded wider (``ScoringProfile``)."""
+        width = max(max(len(s) for s in seqs), -(-self.profile.min_call_tokens // len(seqs)))
         out = torch.zeros(len(seqs), width, dtype=torch.long)
         for i, s in enumerate(seqs):
             out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
@@ -256,10 +296,11 @@ class SharedPrefixLM(CountingLM):
             desc="Shared-prefix loglikelihood",
         )
         prefix, head = _Prefix(self), _Head(self, results, bar)
-        for chunk in plan_chunks(group_requests(reqs), self.join_tokens):
+        pr = self.profile
+        for chunk in plan_chunks(group_requests(reqs), pr.join_tokens):
             prefix.extend_to(chunk.prefix_tokens)
-            rows = [pack(g, chunk.prefix) for g in chunk.groups]
-            for part in plan_batches(rows, self.batch_tokens, self.call_tokens):
+            rows = [pack(g, chunk.prefix, pr.align, pr.align_min) for g in chunk.groups]
+            for part in plan_batches(rows, pr.batch_tokens, pr.call_tokens):
                 self._run_rows(chunk.prefix, part, prefix.cache, head)
         head.flush()
         bar.close()
@@ -376,7 +417,7 @@ class _Prefix:
             else:
                 self.cache.crop(keep - len(self.tokens))  # negative: drop that many (portable)
         rest = tokens[keep:]
-        if rest:  # padded to MIN_CALL_TOKENS tokens (``_padded``); the padding is cropped
+        if rest:  # padded to min_call_tokens tokens (``_padded``); the padding is cropped
             ids = self.lm._padded([rest])
             self.lm._decode(ids, self.cache, self.lm._positions(keep, 1, ids.shape[1]))
             if ids.shape[1] > len(rest):

@@ -2,11 +2,13 @@
 
 A method is a dataclass subclass of ``PruningMethod``: its fields are its config keys, its
 class attributes say what it needs before choosing (``"scan"``: the cached block scan, which
-the pipeline runs; ``"search"``: its own search, run inside ``plan``; ``"nothing"``), its
-default metric and the metrics it accepts; ``count`` says how many candidates a fraction
-removes (checked before any model loads) and ``plan`` returns the ``PruningPlan``. The YAML
-names the class with Hydra's ``_target_``, so a method defined outside ``src/`` needs no edit
-here or in the pipeline. Surgery and the checkpoint kind follow from the plan alone.
+the select stage runs; ``"search"``: its own search, run inside ``plan``; ``"nothing"``), its
+``family`` (``"block"`` or ``"sublayer"``: what reports group it with), its default metric and
+the metrics it accepts; ``count`` says how many candidates a fraction removes (checked before
+any model loads, then computed once by the select stage: ``ctx.count``) and ``plan`` returns
+the ``PruningPlan``. The YAML names the class with Hydra's ``_target_``, so a method defined
+outside ``src/`` needs no edit here or in the pipeline. Surgery and the checkpoint kind follow
+from the plan alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from layerprune.plan import PruningPlan
 from layerprune.timing import timed
 
 if TYPE_CHECKING:
-    from layerprune.config import CalibrationConfig
+    from layerprune.config import CalibrationConfig, MetricConfig
     from layerprune.models.load import LoadedModel
     from layerprune.scan.residual import Scan
 
@@ -39,16 +41,16 @@ def count_to_remove(fraction: float, candidates: int) -> int:
 
 @dataclass
 class MethodContext:
-    """What a method may use to choose: plain values of the job, and the scan if it asked."""
+    """What a method may use to choose: the job's values, and the scan if it asked."""
 
     lm: LoadedModel
-    model_name: str
     fraction: float
+    count: int  # candidates to remove: round(fraction x candidates), computed once
     num_blocks: int
-    metric: str
-    reduction: str  # "last" | "mean" (token reduction of scan metrics)
+    metric: MetricConfig  # name + token reduction (``metric=default`` already resolved)
     calibration: CalibrationConfig
     out_dir: Path  # figures go here
+    title: str = ""  # the model's name, for figure titles
     timings: dict[str, float] = field(default_factory=dict)
     scan: Scan | None = None  # set when the method needs "scan" and removes anything
     cache: str | None = None  # "hit" / "miss" of the scan or the method's search cache
@@ -67,6 +69,7 @@ class PruningMethod(ABC):
     # fraction of a sweep reuses it; the others ignore it (so one sweep can span methods)
     search_fraction: float = 0.5
     needs: ClassVar[str] = "nothing"  # "nothing" | "scan" | "search"
+    family: ClassVar[str] = "block"  # "block" | "sublayer": what the method removes
     default_metric: ClassVar[tuple[str, str] | None] = None  # (metric, reduction): metric=default
     metrics: ClassVar[tuple[str, ...]] = ()  # accepted metric names; () = the metric is unused
 
@@ -88,15 +91,13 @@ class PruningMethod(ABC):
     def plan(self, ctx: MethodContext) -> PruningPlan:
         """What to remove at ``ctx.fraction`` (original 0-based indices) and why."""
 
-    def empty_plan(self, ctx: MethodContext, num_candidates: int | None = None) -> PruningPlan:
-        """The plan that removes nothing (n = 0)."""
-        return PruningPlan(
-            self.name,
-            None,
-            ctx.fraction,
-            num_candidates or ctx.num_blocks,
-            note="n = 0: the unpruned model",
-        )
+    def make_plan(self, ctx: MethodContext, **chosen: Any) -> PruningPlan:
+        """A plan of this method at ``ctx.fraction`` (``chosen``: ``removed_*``, ``scores``,
+        ``metric``, ``num_candidates``, ``note``); n = 0 says it is the unpruned model."""
+        chosen.setdefault("num_candidates", ctx.num_blocks)
+        if ctx.count == 0:
+            chosen.setdefault("note", "n = 0: the unpruned model")
+        return PruningPlan(self.name, fraction=ctx.fraction, family=self.family, **chosen)
 
 
 @dataclass
@@ -109,29 +110,4 @@ class NoPruning(PruningMethod):
         return 0
 
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        note = "pruning_method=none: the unpruned model"
-        return PruningPlan("none", None, ctx.fraction, ctx.num_blocks, note=note)
-
-
-def build_method(node: dict[str, Any] | PruningMethod) -> PruningMethod:
-    """The method object of a ``pruning_method`` config node (its ``_target_`` class)."""
-    if isinstance(node, PruningMethod):
-        return node
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    node = dict(node)
-    target = node.get("_target_")
-    if not target:
-        raise LayerpruneError(
-            "pruning_method has no _target_: each conf/pruning_method/*.yaml names its method "
-            "class (e.g. _target_: layerprune.methods.blocks.DeeperLayers)"
-        )
-    try:
-        method = instantiate(node, _convert_="all")
-    except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise LayerpruneError(f"pruning_method ({target}): {str(cause).splitlines()[0]}") from e
-    if not isinstance(method, PruningMethod):
-        raise LayerpruneError(f"pruning_method: {target} is not a PruningMethod subclass")
-    return method
+        return self.make_plan(ctx, note="pruning_method=none: the unpruned model")

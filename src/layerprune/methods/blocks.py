@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from layerprune.errors import LayerpruneError
 from layerprune.methods.base import MethodContext, PruningMethod, count_to_remove
@@ -17,17 +18,14 @@ from layerprune.scan.residual import Scan
 __all__ = ["DeeperLayers", "LastLayers", "ShortGPT", "count_to_remove"]
 
 
-def deeper_layers(scan: Scan, n: int, metric: str, reduction: str) -> PruningPlan:
-    """The n consecutive blocks whose input and output states are closest."""
+def deeper_layers(scan: Scan, n: int, metric: str, reduction: str) -> dict[str, Any]:
+    """The n consecutive blocks whose input and output states are closest: the plan's
+    ``removed_blocks`` and ``scores``."""
     curve = scan.curve(metric, reduction, n)
     start = int(curve.argmin())
-    return PruningPlan(
-        method="deeper_layers",
-        metric=f"{metric}/{reduction}",
-        fraction=0.0,
-        num_candidates=scan.num_blocks,
-        removed_blocks=list(range(start, start + n)),
-        scores={
+    return {
+        "removed_blocks": list(range(start, start + n)),
+        "scores": {
             "d(l,n)": [round(float(v), 6) for v in curve],
             "l_star": start,
             "n": n,
@@ -35,32 +33,34 @@ def deeper_layers(scan: Scan, n: int, metric: str, reduction: str) -> PruningPla
                 k: int(scan.curve(metric, reduction, k).argmin()) for k in range(1, scan.num_blocks)
             },
         },
-    )
+    }
 
 
-def last_layers(num_blocks: int, n: int) -> PruningPlan:
+def last_layers(num_blocks: int, n: int) -> list[int]:
     """The n deepest blocks, keeping the final block."""
-    return PruningPlan(
-        method="last_layers",
-        metric=None,
-        fraction=0.0,
-        num_candidates=num_blocks,
-        removed_blocks=list(range(num_blocks - 1 - n, num_blocks - 1)),
-        scores={"n": n},
-    )
+    return list(range(num_blocks - 1 - n, num_blocks - 1))
 
 
-def shortgpt(scan: Scan, n: int) -> PruningPlan:
+def shortgpt(scan: Scan, n: int) -> dict[str, Any]:
     """The n blocks with the lowest Block Influence (ties: the earlier block first)."""
     bi = scan.block_influence
     order = sorted(range(scan.num_blocks), key=lambda i: (float(bi[i]), i))
-    return PruningPlan(
-        method="shortgpt",
-        metric="block_influence",
-        fraction=0.0,
-        num_candidates=scan.num_blocks,
-        removed_blocks=sorted(order[:n]),
-        scores={"block_influence": [round(float(v), 6) for v in bi], "n": n},
+    return {
+        "removed_blocks": sorted(order[:n]),
+        "scores": {"block_influence": [round(float(v), 6) for v in bi], "n": n},
+    }
+
+
+def draw_scan(ctx: MethodContext, metric: str, reduction: str) -> None:
+    """The scan's d(l, n) heatmap (argmin per n marked) into the job folder."""
+    from layerprune.report.heatmap import plot_heatmap
+
+    plot_heatmap(
+        ctx.scan,
+        metric,
+        reduction,
+        ctx.out_dir / "distance_heatmap.png",
+        f"{ctx.title}: {metric} distance d(l, n), {reduction} token",
     )
 
 
@@ -82,10 +82,12 @@ class DeeperLayers(PruningMethod):
         super().check_metric(metric)
 
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        n = self.count(ctx.fraction, ctx.num_blocks)
-        if n == 0:
-            return self.empty_plan(ctx)
-        return deeper_layers(ctx.scan, n, ctx.metric, ctx.reduction)
+        if ctx.count == 0:
+            return self.make_plan(ctx)
+        m = ctx.metric
+        draw_scan(ctx, m.name, m.reduction.value)
+        chosen = deeper_layers(ctx.scan, ctx.count, m.name, m.reduction.value)
+        return self.make_plan(ctx, metric=f"{m.name}/{m.reduction.value}", **chosen)
 
 
 @dataclass
@@ -95,8 +97,8 @@ class LastLayers(PruningMethod):
     name: str = "last_layers"
 
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        n = self.count(ctx.fraction, ctx.num_blocks)
-        return last_layers(ctx.num_blocks, n) if n else self.empty_plan(ctx)
+        blocks = last_layers(ctx.num_blocks, ctx.count) if ctx.count else []
+        return self.make_plan(ctx, removed_blocks=blocks, scores={"n": ctx.count} if blocks else {})
 
 
 @dataclass
@@ -109,5 +111,7 @@ class ShortGPT(PruningMethod):
     metrics = ("block_influence",)
 
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        n = self.count(ctx.fraction, ctx.num_blocks)
-        return shortgpt(ctx.scan, n) if n else self.empty_plan(ctx)
+        if ctx.count == 0:
+            return self.make_plan(ctx)
+        draw_scan(ctx, "angular", ctx.metric.reduction.value)  # BI is d(l, l+1) in cosine
+        return self.make_plan(ctx, metric="block_influence", **shortgpt(ctx.scan, ctx.count))

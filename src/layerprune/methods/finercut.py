@@ -2,259 +2,129 @@
 
 Candidates are every attention and every MLP sublayer (``granularity`` restricts them to
 attention only, MLP only, or whole blocks). Each step scores every remaining candidate by the
-discrepancy between the original model's output and the output with the candidate removed
-*together with* everything removed so far, and removes the best one. The order is
-prefix-consistent: the first k entries are the plan for any k.
+discrepancy (``metric``, JS by default) between the original model's output and the output
+with the candidate removed *together with* everything removed so far, on the calibration
+text, and removes the best one (``methods/search.py``: evaluators, greedy loop, cache).
 
-Two evaluators give the same scores:
-
-- ``NaiveEvaluator`` (the official code's way): a full forward pass per candidate, with the
-  outputs of removed sublayers' ``o_proj`` / ``down_proj`` zeroed by hooks.
-- ``FastEvaluator``: removed sublayers are replaced by stand-ins that compute nothing, and a
-  candidate at block i starts from the cached residual stream entering block i (computed once
-  per step; blocks before i are never re-run).
+A search runs up to ``max(fraction, search_fraction)`` of the sublayers, so every job of a
+sweep with fractions up to ``search_fraction`` reuses one search; a longer cached order serves
+any shorter request (the order is prefix-consistent).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
-import torch
-from tqdm.auto import tqdm
+from layerprune.errors import LayerpruneError
+from layerprune.methods.base import MethodContext, PruningMethod, count_to_remove
+from layerprune.methods.search import (
+    GRANULARITIES,
+    Candidate,
+    FastEvaluator,
+    NaiveEvaluator,
+    Search,
+    cached_search,
+    calibration_batches,
+    candidates,
+    greedy_order,
+)
+from layerprune.plan import PruningPlan
 
-from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
-from layerprune.models.adapter import BlockAdapter, output_logits
-from layerprune.scan.residual import block_output
-from layerprune.surgery.skip import skip_sublayers
-
-GRANULARITIES = ("sublayer", "attention", "mlp", "block")
-_HEAD_ROWS = 128  # positions per LM-head chunk when scoring (measured best on CPU)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    kind: str  # "attention" | "mlp" | "block"
-    block: int
-
-    def parts(self) -> list[tuple[str, int]]:
-        """The sublayers this candidate removes."""
-        if self.kind == "block":
-            return [("attention", self.block), ("mlp", self.block)]
-        return [(self.kind, self.block)]
+# bump when the search's arithmetic changes (2: float32 chunked divergences): old orders stop
+# matching. Separate from SCAN_VERSION so a FinerCut change leaves block scans cached.
+ORDER_VERSION = 2
 
 
-def candidates(num_blocks: int, granularity: str) -> list[Candidate]:
-    """The candidate set, attention before MLP within a block (ties resolve in this order)."""
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity '{granularity}' not in {GRANULARITIES}")
-    kinds = {
-        "sublayer": ["attention", "mlp"],
-        "attention": ["attention"],
-        "mlp": ["mlp"],
-        "block": ["block"],
-    }[granularity]
-    return [Candidate(k, i) for i in range(num_blocks) for k in kinds]
-
-
-class _Base:
-    """What both evaluators share: the reference outputs and the output/metric arithmetic."""
-
-    def __init__(self, model, adapter: BlockAdapter, batches: list[torch.Tensor], metric: str):
-        self.model, self.adapter, self.batches, self.metric = model, adapter, batches, metric
-        self.num_blocks = len(adapter.blocks(model))
-        self.block_forwards = 0.0  # in units of whole blocks (a sublayer counts 1/2)
-        self.reference = self._references()
-
-    @torch.no_grad()
-    def _references(self) -> list[torch.Tensor]:
-        """The original's outputs (final hidden states or log-probabilities), once."""
-        finals = [self._final_hidden_full(b) for b in self.batches]
-        return [
-            f if self.metric in ON_HIDDEN else torch.log_softmax(self._head(f).float(), -1)
-            for f in finals
-        ]
-
-    @torch.no_grad()
-    def _final_hidden_full(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.adapter.decoder(self.model)(input_ids=ids, use_cache=False)
-        return out.last_hidden_state  # after the final norm
-
-    def _head(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        return output_logits(self.model, final_hidden)
-
-    @torch.no_grad()
-    def _score(self, finals: list[torch.Tensor]) -> float:
-        """Mean discrepancy from the original, given final hidden states (after the norm).
-
-        Logit metrics run the LM head on a few positions at a time and score them at once, so
-        the ``[positions, vocabulary]`` logits never exist whole (it is the search's largest
-        fixed cost per candidate on small models with big vocabularies)."""
-        total = 0.0
-        for ref, final in zip(self.reference, finals, strict=True):
-            if self.metric in ON_HIDDEN:
-                total += discrepancy_sum(self.metric, ref, final)
-                continue
-            ref, final = ref.reshape(-1, ref.shape[-1]), final.reshape(-1, final.shape[-1])
-            for s in range(0, final.shape[0], _HEAD_ROWS):
-                rows = slice(s, s + _HEAD_ROWS)
-                total += discrepancy_sum(self.metric, ref[rows], self._head(final[rows]))
-        return total / sum(units(self.metric, b) for b in self.batches)
-
-
-class NaiveEvaluator(_Base):
-    """A full forward per candidate; removed sublayers' output projections zeroed by hooks."""
-
-    def __init__(self, model, adapter, batches, metric):
-        super().__init__(model, adapter, batches, metric)
-        self.removed: list[Candidate] = []
-
-    def _projection(self, kind: str, i: int):
-        a = self.adapter
-        return a.attention_out(self.model, i) if kind == "attention" else a.mlp_out(self.model, i)
-
-    @torch.no_grad()
-    def scores(self, remaining: list[Candidate]) -> list[float]:
-        out = []
-        for cand in remaining:
-            parts = [p for c in [*self.removed, cand] for p in c.parts()]
-            hooks = [
-                self._projection(k, i).register_forward_hook(lambda m, a, o: torch.zeros_like(o))
-                for k, i in parts
-            ]
-            try:
-                outputs = [self._final_hidden_full(b) for b in self.batches]
-            finally:
-                for h in hooks:
-                    h.remove()
-            self.block_forwards += self.num_blocks * len(self.batches)
-            out.append(self._score(outputs))
-        return out
-
-    def commit(self, cand: Candidate) -> None:
-        self.removed.append(cand)
-
-
-class FastEvaluator(_Base):
-    """Removed sublayers cost nothing; a candidate at block i starts from the cached x(i)."""
-
-    def __init__(self, model, adapter, batches, metric):
-        model = copy.deepcopy(model)  # stand-ins are swapped into this copy, never the caller's
-        super().__init__(model, adapter, batches, metric)
-        self.skipped: set[tuple[str, int]] = set()
-        self.inputs: list[list[torch.Tensor]] = []  # [block][batch] residual entering the block
-        self.kwargs: list[list[dict]] = []  # [block][batch] what the decoder passed the block
-        self._cache_inputs()
-
-    def _cost(self, i: int) -> float:
-        """Block forwards that running block i costs now (skipped sublayers are free)."""
-        return sum(0.5 for k in ("attention", "mlp") if (k, i) not in self.skipped)
-
-    @torch.no_grad()
-    def _cache_inputs(self) -> None:
-        """One forward of the current model, recording each block's input and kwargs."""
-        blocks = self.adapter.blocks(self.model)
-        self.inputs = [[] for _ in blocks]
-        self.kwargs = [[] for _ in blocks]
-
-        def grab(i):
-            def hook(module, args, kwargs):
-                self.inputs[i].append(args[0] if args else kwargs["hidden_states"])
-                self.kwargs[i].append({k: v for k, v in kwargs.items() if k != "hidden_states"})
-
-            return hook
-
-        handles = [
-            b.register_forward_pre_hook(grab(i), with_kwargs=True) for i, b in enumerate(blocks)
-        ]
-        try:
-            for ids in self.batches:
-                self.adapter.decoder(self.model)(input_ids=ids, use_cache=False)
-        finally:
-            for h in handles:
-                h.remove()
-        self.block_forwards += sum(self._cost(i) for i in range(self.num_blocks)) * len(
-            self.batches
+def removal_count(fraction: float, num_blocks: int, granularity: str) -> int:
+    """Candidates to remove: round(fraction * 2L) sublayers; round(fraction * L) blocks."""
+    if granularity == "block":
+        return count_to_remove(fraction, num_blocks)
+    n = count_to_remove(fraction, 2 * num_blocks)
+    if granularity in ("attention", "mlp") and n > num_blocks:
+        raise LayerpruneError(
+            f"fraction={fraction} asks for {n} sublayers but granularity={granularity} has "
+            f"only {num_blocks} candidates"
         )
+    return n
 
-    @torch.no_grad()
-    def _refresh_inputs(self, start: int) -> None:
-        """After a removal at block ``start``: inputs of blocks <= start are still valid; only
-        the later ones are recomputed, from the cached input of ``start``."""
-        blocks = self.adapter.blocks(self.model)
-        for b in range(len(self.batches)):
-            h = self.inputs[start][b]
-            for j in range(start, self.num_blocks - 1):
-                h = block_output(blocks[j](h, **self.kwargs[j][b]))
-                self.inputs[j + 1][b] = h
-        cost = sum(self._cost(j) for j in range(start, self.num_blocks - 1))
-        self.block_forwards += cost * len(self.batches)
 
-    @torch.no_grad()
-    def _run_from(self, start: int) -> list[torch.Tensor]:
-        """Final hidden states when blocks start.. run on the cached inputs of block ``start``."""
-        blocks = self.adapter.blocks(self.model)
-        norm = self.adapter.final_norm(self.model)
-        outputs = []
-        for b in range(len(self.batches)):
-            h = self.inputs[start][b]
-            for j in range(start, self.num_blocks):
-                h = block_output(blocks[j](h, **self.kwargs[j][b]))
-            outputs.append(norm(h))
-        self.block_forwards += sum(self._cost(j) for j in range(start, self.num_blocks)) * len(
-            self.batches
+def split_removals(chosen: list[Candidate]) -> dict[str, list[int]]:
+    """Removed candidates as a plan's lists: blocks that lost both sublayers are removed
+    blocks; the rest are removed attention / MLP sublayers."""
+    attn = {p[1] for c in chosen for p in c.parts() if p[0] == "attention"}
+    mlp = {p[1] for c in chosen for p in c.parts() if p[0] == "mlp"}
+    both = attn & mlp
+    return {
+        "removed_blocks": sorted(both),
+        "removed_attention": sorted(attn - both),
+        "removed_mlp": sorted(mlp - both),
+    }
+
+
+@dataclass
+class FinerCut(PruningMethod):
+    """FinerCut (module doc)."""
+
+    name: str = "finercut"
+    granularity: str = "sublayer"  # sublayer | attention | mlp | block (the candidate set)
+    evaluator: str = "fast"  # fast (cached residuals, skipped sublayers) | naive (reference)
+    needs = "search"
+    family = "sublayer"
+    default_metric = ("js", "mean")
+    metrics = ("js", "js_code", "kl", "angular", "l2")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.granularity not in GRANULARITIES:
+            raise LayerpruneError(f"pruning_method.granularity: one of {GRANULARITIES}")
+        if self.evaluator not in ("fast", "naive"):
+            raise LayerpruneError("pruning_method.evaluator: fast or naive")
+
+    def count(self, fraction: float, num_blocks: int) -> int:
+        return removal_count(fraction, num_blocks, self.granularity)
+
+    def plan(self, ctx: MethodContext) -> PruningPlan:
+        """The search (cached, prefix-consistent), the plan and its two figures."""
+        from layerprune.report.sublayers import plot_discrepancy_curve, plot_removed_map
+
+        metric, count = ctx.metric.name, ctx.count
+        depth = max(count, self.count(self.search_fraction, ctx.num_blocks))
+        with ctx.timed("search"):
+            stored, hit = cached_search(ctx.lm, ctx.calibration, self._search(ctx, depth), depth)
+        ctx.cache = "hit" if hit else "miss"
+        order = [(Candidate(k, b), d) for k, b, d in stored["order"]]
+        plan = self.make_plan(
+            ctx,
+            metric=metric,
+            num_candidates=2 * ctx.num_blocks,
+            scores={
+                "granularity": self.granularity,
+                "order": [[c.kind, c.block, round(d, 8)] for c, d in order],
+                "count": count,
+            },
+            **split_removals([c for c, _ in order[:count]]),
         )
-        return outputs
-
-    def _swap(self, parts: list[tuple[str, int]]) -> dict:
-        """Put stand-ins in for ``parts``; return what to restore."""
-        blocks = self.adapter.blocks(self.model)
-        saved = {}
-        for kind, i in parts:
-            name = self.adapter.attn_name if kind == "attention" else self.adapter.mlp_name
-            saved[(name, i)] = getattr(blocks[i], name)
-        skip_sublayers(
-            self.model,
-            blocks,
-            self.adapter.attn_name,
-            self.adapter.mlp_name,
-            [i for k, i in parts if k == "attention"],
-            [i for k, i in parts if k == "mlp"],
+        title = f"{ctx.title}: FinerCut ({metric}), {count} of {2 * ctx.num_blocks}"
+        plot_removed_map(plan, ctx.num_blocks, ctx.out_dir / "removed_sublayers.png", title)
+        plot_discrepancy_curve(
+            plan.scores["order"], ctx.out_dir / "discrepancy_curve.png", metric, count
         )
-        self.skipped.update(parts)
-        return saved
+        return plan
 
-    def _restore(self, saved: dict) -> None:
-        blocks = self.adapter.blocks(self.model)
-        for (name, i), module in saved.items():
-            setattr(blocks[i], name, module)
-            self.skipped.discard(("attention" if name == self.adapter.attn_name else "mlp", i))
+    def _search(self, ctx: MethodContext, depth: int) -> Search:
+        metric = ctx.metric.name
 
-    def scores(self, remaining: list[Candidate]) -> list[float]:
-        out = []
-        for cand in remaining:
-            saved = self._swap(cand.parts())
-            try:
-                out.append(self._score(self._run_from(cand.block)))
-            finally:
-                self._restore(saved)
-        return out
+        def run() -> dict:
+            cls = FastEvaluator if self.evaluator == "fast" else NaiveEvaluator
+            ev = cls(
+                ctx.lm.model, ctx.lm.adapter, calibration_batches(ctx.lm, ctx.calibration), metric
+            )
+            order = greedy_order(ev, candidates(ctx.num_blocks, self.granularity), depth)
+            return {
+                "order": [(c.kind, c.block, d) for c, d in order],
+                "block_forwards": ev.block_forwards,
+                "evaluator": self.evaluator,
+            }
 
-    def commit(self, cand: Candidate) -> None:
-        self._swap(cand.parts())
-        self._refresh_inputs(cand.block)
-
-
-def greedy_order(
-    evaluator, cands: list[Candidate], count: int, progress: bool = True, desc: str = "finercut"
-):
-    """Remove ``count`` candidates greedily; return ``[(candidate, discrepancy), ...]``."""
-    remaining = list(cands)
-    order = []
-    for _ in tqdm(range(count), desc=desc, unit="step", disable=not progress):
-        scores = evaluator.scores(remaining)
-        best = min(range(len(scores)), key=lambda k: (scores[k], k))
-        cand = remaining.pop(best)
-        evaluator.commit(cand)
-        order.append((cand, scores[best]))
-    return order
+        key = {"finercut": metric, "granularity": self.granularity, "order_version": ORDER_VERSION}
+        return Search("finercut", key, run)

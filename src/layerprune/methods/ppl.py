@@ -14,26 +14,28 @@ next-token loss on the calibration tokens, ln(perplexity). Cost is counted in bl
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 
-from layerprune import atomic, paths
 from layerprune.errors import LayerpruneError
 from layerprune.methods.base import MethodContext, PruningMethod
-from layerprune.methods.finercut import FastEvaluator, candidates, greedy_order
-from layerprune.methods.finercut_stage import calibration_tokens
+from layerprune.methods.search import (
+    HEAD_ROWS,
+    FastEvaluator,
+    Search,
+    cached_search,
+    calibration_batches,
+    candidates,
+    greedy_order,
+)
 from layerprune.plan import PruningPlan
-from layerprune.scan.cache import scan_key
 
 log = logging.getLogger(__name__)
 ORDER_VERSION = 1  # bump when the scoring arithmetic changes
-_HEAD_ROWS = 128  # positions per LM-head chunk
 
 
 class PerplexityEvaluator(FastEvaluator):
@@ -52,31 +54,20 @@ class PerplexityEvaluator(FastEvaluator):
         for ids, final in zip(self.batches, finals, strict=True):
             hidden = final[:, :-1].reshape(-1, final.shape[-1])
             targets = ids[:, 1:].reshape(-1)
-            for s in range(0, targets.numel(), _HEAD_ROWS):
-                logits = self._head(hidden[s : s + _HEAD_ROWS]).float()
-                total += F.cross_entropy(logits, targets[s : s + _HEAD_ROWS], reduction="sum")
+            for s in range(0, targets.numel(), HEAD_ROWS):
+                logits = self._head(hidden[s : s + HEAD_ROWS]).float()
+                total += F.cross_entropy(logits, targets[s : s + HEAD_ROWS], reduction="sum")
             count += targets.numel()
         return float(total) / count
 
 
-def perplexity_order(lm, calibration, mode: str, count: int) -> tuple[list, float, bool]:
-    """``([(block, loss), ...], block_forwards, cache_hit)``: one_shot ranks every block;
-    iterative holds at least ``count`` greedy removals."""
-    seqs = calibration_tokens(lm, calibration)
-    key = scan_key(
-        lm.identity, str(lm.dtype), seqs.tolist(), {"ppl": mode, "order_version": ORDER_VERSION}
-    )
-    path = paths.scan_cache_dir() / f"ppl-{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():
-            stored = json.loads(path.read_text())
-            if mode == "one_shot" or len(stored["order"]) >= count:
-                return [tuple(x) for x in stored["order"]], stored["block_forwards"], True
+def perplexity_search(lm, calibration, mode: str, count: int) -> Search:
+    """The search of ``mode``: one_shot ranks every block by its loss alone; iterative removes
+    the best block, re-scores the rest, to ``count`` removals."""
+
+    def run() -> dict:
         num_blocks = len(lm.adapter.blocks(lm.model))
-        b = calibration.batch_size
-        batches = [seqs[i : i + b].to(lm.device) for i in range(0, len(seqs), b)]
-        ev = PerplexityEvaluator(lm.model, lm.adapter, batches)
+        ev = PerplexityEvaluator(lm.model, lm.adapter, calibration_batches(lm, calibration))
         cands = candidates(num_blocks, "block")
         if mode == "one_shot":
             log.info("ppl one_shot: scoring %d blocks", len(cands))
@@ -86,8 +77,19 @@ def perplexity_order(lm, calibration, mode: str, count: int) -> tuple[list, floa
         else:
             steps = greedy_order(ev, cands, count, desc="ppl iterative")
             order = [(c.block, d) for c, d in steps]
-        atomic.write_json(path, {"order": order, "block_forwards": ev.block_forwards})
-        return order, ev.block_forwards, False
+        return {"order": order, "block_forwards": ev.block_forwards}
+
+    return Search("ppl", {"ppl": mode, "order_version": ORDER_VERSION}, run)
+
+
+def perplexity_order(lm, calibration, mode: str, count: int) -> tuple[list, float, bool]:
+    """``([(block, loss), ...], block_forwards, cache_hit)``: one_shot ranks every block;
+    iterative holds at least ``count`` greedy removals."""
+    need = None if mode == "one_shot" else count
+    stored, hit = cached_search(
+        lm, calibration, perplexity_search(lm, calibration, mode, count), need
+    )
+    return [tuple(x) for x in stored["order"]], stored["block_forwards"], hit
 
 
 @dataclass
@@ -106,16 +108,14 @@ class Perplexity(PruningMethod):
             raise LayerpruneError(f"pruning_method.mode={self.mode!r}: one_shot or iterative")
 
     def plan(self, ctx: MethodContext) -> PruningPlan:
-        n = self.count(ctx.fraction, ctx.num_blocks)
-        search = max(n, self.count(self.search_fraction, ctx.num_blocks))
+        n = ctx.count
+        depth = max(n, self.count(self.search_fraction, ctx.num_blocks))
         with ctx.timed("search"):
-            order, forwards, hit = perplexity_order(ctx.lm, ctx.calibration, self.mode, search)
+            order, forwards, hit = perplexity_order(ctx.lm, ctx.calibration, self.mode, depth)
         ctx.cache = "hit" if hit else "miss"
-        plan = PruningPlan(
-            method="ppl",
+        return self.make_plan(
+            ctx,
             metric=f"perplexity/{self.mode}",
-            fraction=ctx.fraction,
-            num_candidates=ctx.num_blocks,
             removed_blocks=sorted(block for block, _ in order[:n]),
             scores={
                 "mode": self.mode,
@@ -127,6 +127,3 @@ class Perplexity(PruningMethod):
                 "n": n,
             },
         )
-        if n == 0:
-            plan.note = "n = 0: the unpruned model"
-        return plan

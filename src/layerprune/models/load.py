@@ -27,6 +27,7 @@ class LoadedModel:
     identity: str
     device: torch.device
     dtype: torch.dtype
+    load_in_4bit: bool = False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -76,11 +77,11 @@ def _identity(cfg: ModelConfig, folder: Path | None) -> str:
     if cfg.source == ModelSource.hub:
         return f"hub:{cfg.id}@{cfg.revision or 'main'}"
     if cfg.source == ModelSource.asset:
-        # what was built, not how long it took: a rebuild of the same files keeps the identity
-        manifest = json.loads((folder / "asset.json").read_text())
-        manifest.pop("built_s", None)
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-        return f"asset:{cfg.id}:{digest[:16]}"
+        # the files as they are (assets/verify.py): a rebuild of the same files keeps the
+        # identity, an altered file changes it
+        from layerprune.assets.verify import content_identity
+
+        return f"asset:{cfg.id}:{content_identity(cfg.id, folder)}"
     stats = sorted(
         (p.name, p.stat().st_size, int(p.stat().st_mtime))
         for g in WEIGHT_GLOBS
@@ -105,7 +106,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if cfg.source == ModelSource.random:
         from layerprune.models.random_model import byte_tokenizer, random_model
 
-        model = random_model(**asdict(cfg.random), dtype=dtype).to(device)
+        model = random_model(cfg.random, dtype).to(device)
         tokenizer = byte_tokenizer()
         folder = None
     else:
@@ -146,7 +147,8 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     adapter = BlockAdapter.for_model(model)
-    return LoadedModel(model, tokenizer, adapter, _identity(cfg, folder), device, dtype)
+    identity = _identity(cfg, folder)
+    return LoadedModel(model, tokenizer, adapter, identity, device, dtype, cfg.load_in_4bit)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -47,33 +47,25 @@ def _char_byte(ch: str) -> int:
     return dict(zip(map(chr, cs), bs, strict=True))[ch]
 
 
-def random_model(
-    family: str,
-    num_hidden_layers: int,
-    hidden_size: int,
-    intermediate_size: int,
-    num_attention_heads: int,
-    num_key_value_heads: int,
-    vocab_size: int,
-    seed: int,
-    dtype: torch.dtype = torch.float32,
-) -> torch.nn.Module:
-    """A causal LM of ``family`` with seeded random weights (identical for equal arguments)."""
+def random_model(spec, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A causal LM of ``spec.family`` with seeded random weights (identical for equal specs).
+    ``spec``: a ``config.RandomModelConfig`` (family, layers, sizes, vocabulary, seed)."""
+    family, hidden_size, heads = spec.family, spec.hidden_size, spec.num_attention_heads
     if family not in FAMILIES:
         raise LayerpruneError(f"random model family '{family}' unknown; one of {FAMILIES}")
     extra = {}
     if family == "gemma3_text":
-        extra = {"head_dim": hidden_size // num_attention_heads, "sliding_window": 16}
+        extra = {"head_dim": hidden_size // heads, "sliding_window": 16}
     if family in ("qwen2", "mistral"):
         extra = {"sliding_window": None}
     config = AutoConfig.for_model(
         family,
-        num_hidden_layers=num_hidden_layers,
+        num_hidden_layers=spec.num_hidden_layers,
         hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        vocab_size=vocab_size,
+        intermediate_size=spec.intermediate_size,
+        num_attention_heads=heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        vocab_size=spec.vocab_size,
         max_position_embeddings=2048,
         bos_token_id=256,
         eos_token_id=256,
@@ -81,6 +73,6 @@ def random_model(
         tie_word_embeddings=False,
         **extra,
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()

@@ -73,7 +73,7 @@ def _draw_curves(ax, df: pd.DataFrame, metric: str, by: str, x: str, colors: dic
         )
     )
     ax.set_ylabel(metric)
-    if metric.endswith("ppl"):
+    if metric.endswith(("/ppl", "_ppl")):
         ax.set_yscale("log")  # perplexities span orders of magnitude once a model breaks
     ax.grid(alpha=0.3)
 
@@ -99,7 +99,7 @@ def plot_bars(
         chance = metric.rsplit("/", 1)[0] + "/chance"
         if chance in pruned and pruned[chance].notna().any():
             ax.axhline(pruned[chance].mean(), color="gray", ls=":", lw=1, label="chance")
-        if metric.endswith("ppl"):
+        if metric.endswith(("/ppl", "_ppl")):
             ax.set_yscale("log")
         ax.set_ylabel(metric)
     axes[0][0].legend(fontsize=7)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from layerprune.results import Results
 
 KINDS = ("blocks", "attention", "mlp")
 
@@ -20,30 +21,36 @@ def load_results(root: Path) -> pd.DataFrame:
         return pd.read_parquet(root).assign(path="")  # no job folder: its figures stay put
     rows = []
     for path in sorted(Path(root).rglob("results.json")):
-        r = json.loads(path.read_text())
-        cfg, plan = r["config"], r["plan"]
-        rows.append(
-            {
-                "model": cfg["model"]["name"],
-                "experiment": cfg.get("experiment"),
-                "method": plan["method"],
-                "metric": plan["metric"],
-                "healing": cfg["healing"]["name"],
-                "granularity": plan["scores"].get("granularity") if plan.get("scores") else None,
-                "variant": plan["method"]
-                + ("" if cfg["healing"]["name"] == "none" else f" + {cfg['healing']['name']}"),
-                "fraction": r["fraction"],
-                "removed_blocks": len(plan["removed_blocks"]),
-                "removed_attention": len(plan["removed_attention"]),
-                "removed_mlp": len(plan["removed_mlp"]),
-                # which ones, as "3,4,5" (hashable, so rows still deduplicate): the maps
-                **{f"ids/{k}": ",".join(map(str, plan[f"removed_{k}"])) for k in KINDS},
-                "blocks": plan["num_candidates"],
-                "params_after": r["params"]["after"],
-                "params_ratio": r["params"]["after"] / r["params"]["before"],
-                **r["metrics"],
-                **{f"time/{k}": v for k, v in r["timings"].items()},
-                "path": str(path.parent),
-            }
-        )
+        rows.append(row(Results.load(path), path.parent))
     return pd.DataFrame(rows)
+
+
+def row(r: Results, folder: Path | None = None) -> dict:
+    """One job's table row (module doc of ``load_results``)."""
+    cfg, plan = r.config, r.plan
+    healing = (r.healing or {}).get("method") or cfg.get("healing", {}).get("name", "none")
+    return {
+        "model": cfg["model"]["name"],
+        "title": r.model.get("title") or cfg["model"]["name"],
+        "experiment": cfg.get("experiment"),
+        "method": plan["method"],
+        "family": plan.get("family", "block"),
+        "metric": plan["metric"],
+        "healing": healing,
+        "healing_tokens": (r.healing or {}).get("tokens", 0),
+        "granularity": plan["scores"].get("granularity") if plan.get("scores") else None,
+        "variant": plan["method"] + ("" if healing == "none" else f" + {healing}"),
+        "fraction": r.fraction,
+        "removed_blocks": len(plan["removed_blocks"]),
+        "removed_attention": len(plan["removed_attention"]),
+        "removed_mlp": len(plan["removed_mlp"]),
+        # which ones, as "3,4,5" (hashable, so rows still deduplicate): the maps
+        **{f"ids/{k}": ",".join(map(str, plan[f"removed_{k}"])) for k in KINDS},
+        "blocks": plan["num_candidates"],
+        "params_after": r.params["after"],
+        "params_ratio": r.params["after"] / r.params["before"],
+        **r.metrics,
+        **{f"speed/{k}": v for k, v in ((r.speed or {}).get("ratios") or {}).items()},
+        **{f"time/{k}": v for k, v in r.timings.items()},
+        "path": str(folder) if folder else "",
+    }

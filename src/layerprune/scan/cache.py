@@ -17,6 +17,7 @@ import torch
 from filelock import FileLock
 
 from layerprune import atomic, paths
+from layerprune.integrity import read_or_quarantine
 from layerprune.scan.residual import Scan
 
 SCAN_VERSION = 1  # bump when the scan's arithmetic changes: old entries stop matching
@@ -41,8 +42,10 @@ def cached_scan(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.pt"
     with FileLock(str(path) + ".lock"):
-        if path.exists():
-            return Scan.from_dict(torch.load(path, weights_only=True)), True
+        load = lambda p: Scan.from_dict(torch.load(p, weights_only=True))  # noqa: E731
+        scan = read_or_quarantine(path, load)
+        if scan is not None:
+            return scan, True
         scan = compute()
         buf = io.BytesIO()
         torch.save(scan.to_dict(), buf)

@@ -37,11 +37,12 @@ class SkippedMLP(nn.Module):
         return torch.zeros_like(hidden_states)
 
 
-def skip_sublayers(model, blocks, attn_name, mlp_name, attention, mlp):
-    """Replace ``attention`` / ``mlp`` (block indices) of ``blocks`` by their stand-ins."""
+def skip_sublayers(blocks, names, attention, mlp):
+    """Replace ``attention`` / ``mlp`` (block indices) of ``blocks`` by their stand-ins;
+    ``names``: the blocks' (attention, MLP) child names."""
+    attn_name, mlp_name = names
     for i in attention:
         old = getattr(blocks[i], attn_name)
         setattr(blocks[i], attn_name, SkippedAttention(getattr(old, "layer_idx", i)))
     for i in mlp:
         setattr(blocks[i], mlp_name, SkippedMLP())
-    return model

@@ -33,8 +33,7 @@ class {name}(_Base):
 
     def __init__(self, config):
         super().__init__(config)
-        attn_name, mlp_name = config.layerprune_sublayer_names
-        skip_sublayers(self, self.model.layers, attn_name, mlp_name,
+        skip_sublayers(self.model.layers, config.layerprune_sublayer_names,
                        config.layerprune_removed_attention, config.layerprune_removed_mlp)
 '''
 
@@ -53,7 +52,7 @@ def prune_sublayers(
     new_attn = sorted(new[i] for i in attention if i not in gone)
     new_mlp = sorted(new[i] for i in mlp if i not in gone)
     blocks = adapter.blocks(model)
-    skip.skip_sublayers(model, blocks, adapter.attn_name, adapter.mlp_name, new_attn, new_mlp)
+    skip.skip_sublayers(blocks, (adapter.attn_name, adapter.mlp_name), new_attn, new_mlp)
     config = model.config
     config.layerprune_removed_attention = sorted(
         set(getattr(config, "layerprune_removed_attention", [])) | set(new_attn)

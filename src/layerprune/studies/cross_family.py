@@ -1,6 +1,6 @@
 """Issue #14's report: the model families side by side, and the papers' claims checked on each.
 
-    python -m layerprune.report.cross_family outputs/cross_family --out experiments/cross_family
+    python -m layerprune.studies.cross_family outputs/cross_family --out experiments/cross_family
 
 Writes what ``layerprune-report`` writes (tables, per-model curves), then, with one panel (or
 row of panels) per model: ``accuracy`` (block methods, unhealed: MMLU, BoolQ, the seven
@@ -26,12 +26,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from layerprune.report.calibration_size import choices  # noqa: E402
 from layerprune.report.cli import build_report  # noqa: E402
 from layerprune.report.curves import plot_curves  # noqa: E402
 from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
 from layerprune.report.sublayers import draw_removed_map  # noqa: E402
 from layerprune.scan.residual import Scan  # noqa: E402
+from layerprune.studies.calibration_size import choices  # noqa: E402
 
 ACCURACIES = [
     "mmlu/acc",
@@ -403,7 +403,7 @@ def plot_removed_maps(df: pd.DataFrame, path: Path, fraction: float = 0.25) -> P
 
 def plot_calibration_sizes(out: Path, path: Path) -> Path | None:
     """The calibration-size study of every model whose CSV is in ``out``, side by side."""
-    from layerprune.report.calibration_size import draw_agreement
+    from layerprune.studies.calibration_size import draw_agreement
 
     csvs = sorted(out.glob("calibration_size_*.csv"))
     if not csvs:

@@ -10,7 +10,7 @@ choice equals the all-documents choice:
 
 Every scan goes through the scan cache, so a rerun (or a second figure) costs nothing.
 
-    python -m layerprune.report.calibration_size --model smollm2-135m --out experiments/cross_family
+    python -m layerprune.studies.calibration_size --model smollm2-135m --out experiments/cross_family
 """
 
 from __future__ import annotations

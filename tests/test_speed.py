@@ -1,0 +1,139 @@
+"""What pruning buys: exact structure figures against hand counts and the real KV cache, the
+``speed`` block of a job, and a stored job measured again without rerunning it.
+(No timed asserts: times are recorded, never checked.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import DynamicCache
+
+from layerprune import pipeline
+from layerprune.config import SpeedConfig, validate
+from layerprune.models.load import count_parameters, load_model
+from layerprune.plan import PruningPlan
+from layerprune.speed import kv_bytes_per_token, speed_report, structure, summary
+from layerprune.speed_cli import measure_runs
+from layerprune.surgery.apply import apply_plan
+from tests.conftest import compose, tiny_config
+
+FAMILIES = ["llama", "qwen2", "mistral", "gemma3_text"]
+# tiny configs: 2 KV heads of 64 / 4 = 16 dimensions, float32
+KV_LAYER = 2 * 2 * 16 * 4  # K and V, per token, per layer with attention
+MARKER = 2 * 4  # a removed attention's position marker (K and V, one float each)
+TINY = SpeedConfig(
+    prefill_batches=[1, 2],
+    prefill_length=8,
+    decode_batches=[1, 2],
+    prompt_length=4,
+    new_tokens=3,
+    min_run_time=0.001,
+    rounds=1,
+)
+PLANS = {
+    "blocks": PruningPlan("x", removed_blocks=[2, 5], num_candidates=8),
+    "sublayers": PruningPlan(
+        "x", removed_blocks=[6], removed_attention=[0, 3], removed_mlp=[4], num_candidates=16
+    ),
+}
+
+
+def pruned(family: str, plan: PruningPlan):
+    lm = load_model(tiny_config(family))
+    before = count_parameters(lm.model)
+    blocks = lm.adapter.blocks(lm.model)
+    gone = sum(p.numel() for i in plan.removed_blocks for p in blocks[i].parameters())
+    gone += sum(
+        p.numel()
+        for i in plan.removed_attention
+        for p in lm.adapter.attention(lm.model, i).parameters()
+    )
+    gone += sum(
+        p.numel() for i in plan.removed_mlp for p in lm.adapter.mlp(lm.model, i).parameters()
+    )
+    apply_plan(lm.model, lm.adapter, plan)
+    return lm, before - gone
+
+
+@pytest.mark.parametrize("kind", list(PLANS))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_structure_equals_a_hand_count_and_the_real_cache(family, kind):
+    plan = PLANS[kind]
+    lm, params = pruned(family, plan)
+    attention = 8 - len(plan.removed_blocks) - len(plan.removed_attention)
+    skipped = len(plan.removed_attention)
+    s = structure(lm.model, lm.adapter)
+    assert s["params"] == count_parameters(lm.model) == params
+    assert s["kv_bytes_per_token"] == attention * KV_LAYER + skipped * MARKER
+    assert s["attention_layers"] == attention and s["blocks"] == 8 - len(plan.removed_blocks)
+    # what a real cache holds after a forward of 2 x 10 tokens (Gemma's window is 16)
+    cache = DynamicCache()
+    with torch.no_grad():
+        lm.model(torch.randint(0, 256, (2, 10)), past_key_values=cache, use_cache=True)
+    held = sum(
+        t.numel() * t.element_size()
+        for layer in cache.layers
+        if getattr(layer, "keys", None) is not None
+        for t in (layer.keys, layer.values)
+    )
+    assert held == 2 * 10 * kv_bytes_per_token(lm.model, lm.adapter)
+
+
+def test_speed_report_has_both_models_ratios_and_ideals():
+    lm, _ = pruned("llama", PLANS["blocks"])
+    ref = load_model(tiny_config("llama"))
+    speed = speed_report(lm.model, ref.model, TINY, (lm.adapter, ref.adapter))
+    for model in ("pruned", "unpruned"):
+        m = speed[model]
+        for key in (
+            "prefill_b1_tokens_per_s",
+            "decode_b2_tokens_per_s",
+            "ttft_b1_s",
+            "peak_bytes_b2",
+        ):
+            assert m[key] > 0, (model, key)
+    r = speed["ratios"]
+    assert r["kv_bytes_per_token"] == pytest.approx(6 / 8) and r["params"] < 1
+    # CPU memory: weights + the cache at the end of decode, from the structure
+    tokens = 2 * (TINY.prompt_length + TINY.new_tokens)
+    pr = speed["pruned"]
+    assert pr["peak_bytes_b2"] == pr["weight_bytes"] + tokens * pr["kv_bytes_per_token"]
+    assert speed["ideal"]["prefill"] > 1 and speed["ideal"]["decode_b1"] > 1
+    assert "KV cache 0.75x" in summary(speed) and "decode b1 " in summary(speed)
+
+
+@pytest.mark.slow
+def test_a_job_records_speed_and_a_stored_job_is_measured_again_alike(tmp_path):
+    sizes = [f"speed.{k}={json.dumps(v)}" for k, v in TINY.__dict__.items() if k != "name"]
+    cfg = compose(
+        ["model=tiny-qwen2", "pruning_method=last_layers", "fraction=0.25", "benchmark=none"]
+        + ["save_checkpoint=true", "speed=default", *sizes]
+    )
+    fresh = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path / "job")
+    assert fresh.speed["pruned"]["checkpoint_bytes"] > 0
+    assert set(fresh.speed) >= {"pruned", "unpruned", "ratios", "ideal", "sizes", "device"}
+    stored = tmp_path / "job" / "results.json"
+    saved = json.loads(stored.read_text())["speed"]
+    assert measure_runs([stored], TINY) == 1
+    again = json.loads(stored.read_text())["speed"]
+    exact = ("params", "weight_bytes", "kv_bytes_per_token", "blocks", "attention_layers")
+    for model in ("pruned", "unpruned"):
+        for key in exact:
+            assert again[model][key] == saved[model][key], (model, key)
+    unpruned = compose(
+        ["model=tiny-qwen2", "pruning_method=none", "benchmark=none", "speed=default"]
+    )
+    r = pipeline.run(validate(unpruned), OmegaConf.to_container(unpruned), tmp_path / "u")
+    assert r.speed is None  # nothing removed: nothing to compare
+
+
+def test_structure_only_measures_no_time():
+    lm, _ = pruned("mistral", PLANS["sublayers"])
+    ref = load_model(tiny_config("mistral"))
+    only = SpeedConfig(prefill_batches=[], decode_batches=[])
+    speed = speed_report(lm.model, ref.model, only, (lm.adapter, ref.adapter))
+    assert not any(k.endswith("_s") for k in speed["pruned"])
+    assert speed["ratios"]["attention_layers"] == pytest.approx(5 / 8)
