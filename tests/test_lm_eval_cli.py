@@ -51,7 +51,9 @@ def write_task(folder: Path) -> Path:
     return folder
 
 
-def run_cli(model: str, checkpoint: Path, tasks: Path, out: Path) -> list[dict]:
+def run_cli(
+    model: str, checkpoint: Path, tasks: Path, out: Path, device: str = "cpu"
+) -> list[dict]:
     """Per-request (log-likelihood, is_greedy) of every item, from lm-eval's sample log."""
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [
@@ -65,7 +67,7 @@ def run_cli(model: str, checkpoint: Path, tasks: Path, out: Path) -> list[dict]:
         "--tasks",
         "tiny_mc",
         "--device",
-        "cpu",
+        device,
         "--batch_size",
         "4",
         "--output_path",

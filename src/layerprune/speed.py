@@ -97,19 +97,22 @@ def structure(model: torch.nn.Module, adapter: BlockAdapter) -> dict[str, Any]:
         "attention_layers": attention,
         "attention_width": config.num_attention_heads * head_dim,  # query heads x head size
         "flops_per_token": 2 * matmul,
+        "head_flops_per_token": 2 * head.numel(),  # prefill runs the head on its last position
         "bytes_per_token": read,
     }
 
 
 def ideal(pruned: dict, unpruned: dict, sizes: Sizes) -> dict[str, float]:
-    """The speedups the removed work allows: prefill by FLOPs (matmuls + attention scores at
-    the prefill length), decode by bytes read per step (weights + the KV cache at the middle
-    of the generated span)."""
+    """The speedups the removed work allows: prefill by FLOPs (the blocks' matmuls + attention
+    scores at the prefill length; the head once per sequence), decode by bytes read per step
+    (weights + the KV cache at the middle of the generated span)."""
 
     def prefill_flops(s: dict) -> float:
-        # q.k and p.v over the keys before each token: on average half the prefill length
+        # q.k and p.v over the keys before each token: on average half the prefill length;
+        # the LM head only on the last position of a sequence
         scores = 4 * s["attention_layers"] * (sizes.prefill_length / 2) * s["attention_width"]
-        return s["flops_per_token"] + scores
+        head = s["head_flops_per_token"] * (1 - 1 / sizes.prefill_length)
+        return s["flops_per_token"] - head + scores
 
     length = sizes.prompt_length + sizes.new_tokens / 2
     out = {"prefill": prefill_flops(unpruned) / prefill_flops(pruned)}
