@@ -34,6 +34,12 @@ DEFAULT_METRICS = [
 VARIANT_KEYS = ["method", "metric", "granularity", "healing"]
 
 
+def speed_columns(df: pd.DataFrame) -> list[str]:
+    """The speed ratios worth a table column: tokens/s, KV-cache and weight bytes."""
+    keep = ("_tokens_per_s", "kv_bytes_per_token", "weight_bytes")
+    return [c for c in df if c.startswith("speed/") and c.endswith(keep)]
+
+
 def label_variants(df: pd.DataFrame) -> pd.DataFrame:
     """A ``variant`` column naming what differs between the pruned jobs."""
     pruned = df[df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] > 0]
@@ -108,6 +114,7 @@ def build_report(
         "params_ratio",
         *metrics,
         "mean_retention",
+        *speed_columns(df),
     ]
     table = df[[c for c in cols if c in df]].sort_values(["model", "variant", "fraction"])
     table.to_csv(out / "table.csv", index=False)
@@ -139,6 +146,14 @@ def build_report(
                 )
         else:
             plot_bars(pruned, base, metrics, out / f"ablation{suffix}.png", title=heading)
+    if any(c.startswith("speed/") for c in df):  # what pruning buys
+        from layerprune.report.speed_figures import (
+            plot_measured_vs_ideal,
+            plot_retention_vs_speedup,
+        )
+
+        plot_retention_vs_speedup(df, out / "speed.png")
+        plot_measured_vs_ideal(df, out / "speed_vs_ideal.png")
     for png in ("distance_heatmap.png", "removed_sublayers.png", "discrepancy_curve.png"):
         for path in df["path"]:
             if not path:  # a row from an earlier report's parquet

@@ -51,6 +51,23 @@ def row(r: Results, folder: Path | None = None) -> dict:
         "params_ratio": r.params["after"] / r.params["before"],
         **r.metrics,
         **{f"speed/{k}": v for k, v in ((r.speed or {}).get("ratios") or {}).items()},
+        **{f"ideal/{k}": v for k, v in ((r.speed or {}).get("ideal") or {}).items()},
+        **_baselines(r),
         **{f"time/{k}": v for k, v in r.timings.items()},
         "path": str(folder) if folder else "",
     }
+
+
+def _baselines(r: Results) -> dict:
+    """Per task with per-item results: the majority-class rate of the evaluated items
+    (``<task>/majority``) and the answer the model gives on every item, if it gives one only
+    (``<task>/constant``: it answers a constant, not the question)."""
+    from layerprune.stats import constant_answer, majority
+
+    out = {}
+    for task, items in (r.items or {}).items():
+        if items.get("target") and items.get("pred"):
+            out[f"{task}/majority"] = majority(items)[0]
+            answer = constant_answer(items)
+            out[f"{task}/constant"] = None if answer is None else str(answer)
+    return out
