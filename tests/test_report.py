@@ -179,3 +179,41 @@ def test_calibration_size_study_runs_on_a_tiny_model(tmp_path, monkeypatch):
     assert (full["agreement"] == 1.0).all() and df["agreement"].between(0, 1).all()
     plot_agreement(df, tmp_path / "agreement.png")
     assert (tmp_path / "agreement.png").stat().st_size > 1000
+
+
+def test_pareto_front_keeps_the_points_nothing_beats_on_both_axes():
+    import pandas as pd
+
+    from layerprune.report.speed_figures import pareto
+
+    pts = pd.DataFrame({"x": [1.1, 1.3, 1.2, 1.6, 1.5], "y": [0.9, 0.8, 0.7, 0.5, 0.4]})
+    # (1.2, 0.7) is beaten by (1.3, 0.8), (1.5, 0.4) by (1.6, 0.5)
+    assert pareto(pts, "x", "y")[["x", "y"]].values.tolist() == [
+        [1.1, 0.9],
+        [1.3, 0.8],
+        [1.6, 0.5],
+    ]
+
+
+def test_stored_speed_blocks_become_columns_and_figures(tmp_path):
+    fake_result(tmp_path / "runs" / "0", "none", 0.0, 0.6)
+    for i, (fraction, acc, decode) in enumerate([(0.2, 0.5, 1.2), (0.4, 0.3, 1.5)], 1):
+        fake_result(tmp_path / "runs" / str(i), "last_layers", fraction, acc)
+        path = tmp_path / "runs" / str(i) / "results.json"
+        r = Results.load(path)
+        r.speed = {
+            "ratios": {
+                "decode_b1_tokens_per_s": decode,
+                "decode_b8_tokens_per_s": decode + 0.1,
+                "prefill_b1_tokens_per_s": decode,
+                "kv_bytes_per_token": 1 - fraction,
+            },
+            "ideal": {"prefill": decode + 0.05, "decode_b1": decode, "decode_b8": decode + 0.2},
+        }
+        r.write(path)
+    table = build_report([tmp_path / "runs"], tmp_path / "out", ["arc_easy/acc"])
+    row = table.set_index("fraction").loc[0.4]
+    assert row["speed/decode_b8_tokens_per_s"] == 1.6 and row["speed/kv_bytes_per_token"] == 0.6
+    assert "speed/decode_b1_tokens_per_s" in (tmp_path / "out" / "table.md").read_text()
+    for name in ("speed.png", "speed_vs_ideal.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 1000
