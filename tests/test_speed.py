@@ -137,3 +137,17 @@ def test_structure_only_measures_no_time():
     speed = speed_report(lm.model, ref.model, only, (lm.adapter, ref.adapter))
     assert not any(k.endswith("_s") for k in speed["pruned"])
     assert speed["ratios"]["attention_layers"] == pytest.approx(5 / 8)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_flops_per_token_count_each_linear_layer_once_tied_head_or_not(tied):
+    lm, _ = pruned("llama", PLANS["blocks"])  # 6 blocks of hidden 64, MLP 128, 2 KV heads
+    if tied:
+        lm.model.lm_head.weight = lm.model.model.embed_tokens.weight
+    # per block: q, o 64 x 64; k, v 64 x 32; gate, up, down 64 x 128; the head 272 x 64
+    block = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128
+    s = structure(lm.model, lm.adapter)
+    assert s["flops_per_token"] == 2 * (6 * block + 272 * 64)
+    assert s["head_flops_per_token"] == 2 * 272 * 64
+    embedding = 0 if tied else 272 * 64 * 4  # a decode step does not read an untied table
+    assert s["bytes_per_token"] == s["weight_bytes"] - embedding

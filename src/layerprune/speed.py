@@ -80,9 +80,8 @@ def structure(model: torch.nn.Module, adapter: BlockAdapter) -> dict[str, Any]:
     head = model.get_output_embeddings().weight
     tied = embed.data_ptr() == head.data_ptr()
     params = count_parameters(model)
-    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) + (
-        head.numel() if tied else 0
-    )
+    # every linear layer once; the LM head is one of them, tied to the embedding or not
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     read = weight_bytes(model) - (0 if tied else embed.numel() * embed.element_size())
     attention = sum(
         not isinstance(adapter.attention(model, i), SkippedAttention) for i in range(len(blocks))
