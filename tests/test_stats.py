@@ -82,3 +82,14 @@ def test_majority_and_a_constant_answer_are_found():
     assert constant_answer(boolq) == 1
     mixed = items([1, 0], preds=[0, 1])
     assert constant_answer(mixed) is None and constant_answer(mixed, share=0.5) == 0
+
+
+def test_majority_of_a_task_scored_by_context_uses_the_answer_index():
+    # WinoGrande: lm-eval logs the continuation's text as the target; the answer index is the
+    # prediction where it was right and the other option where it was wrong
+    items = {
+        "target": ["was too big.", "wakes up late.", "got the harder cases.", "was small."],
+        "pred": [1, 0, 0, 1],
+        "acc": [1.0, 0.0, 1.0, 1.0],
+    }
+    assert majority(items) == (0.75, 1)  # indices 1, 1, 0, 1

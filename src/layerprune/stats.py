@@ -118,9 +118,23 @@ class Baselines:
     majority_answer: object
 
 
+def answer_indices(items: dict[str, list]) -> list:
+    """The index of each item's right answer. lm-eval logs an index for most tasks, but for
+    tasks scored by context (WinoGrande: the choices are the sentence's two contexts) the
+    target is the shared continuation's text; with two choices the index follows from the
+    prediction and its correctness."""
+    targets = items["target"]
+    if all(isinstance(t, int) for t in targets):
+        return list(targets)
+    preds, acc = items.get("pred") or [], items.get("acc") or []
+    if len(preds) == len(acc) == len(targets) and set(preds) <= {0, 1}:
+        return [p if a else 1 - p for p, a in zip(preds, acc, strict=True)]
+    raise ValueError("targets are not answer indices and the task has more than two choices")
+
+
 def majority(items: dict[str, list]) -> tuple[float, object]:
     """The majority-class rate of the evaluated items and that answer."""
-    counts = Counter(items["target"])
+    counts = Counter(answer_indices(items))
     answer, count = counts.most_common(1)[0]
     return count / len(items["target"]), answer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +68,8 @@ def _baselines(r: Results) -> dict:
     out = {}
     for task, items in (r.items or {}).items():
         if items.get("target") and items.get("pred"):
-            out[f"{task}/majority"] = majority(items)[0]
+            with contextlib.suppress(ValueError):  # answers not logged as indices
+                out[f"{task}/majority"] = majority(items)[0]
             answer = constant_answer(items)
             out[f"{task}/constant"] = None if answer is None else str(answer)
     return out
