@@ -258,3 +258,19 @@ def test_a_read_only_store_fails_at_once_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: store_dir {store} is not writable")
     assert not (tmp_path / "outputs").exists()
     print(f"read-only store refused in {seconds:.2f} s")
+
+
+def test_a_truncated_teacher_topk_cache_is_moved_aside_and_rebuilt(tmp_path, monkeypatch, caplog):
+    from layerprune import paths
+    from layerprune.heal.kd import teacher_topk
+    from tests.test_heal import data, job
+
+    monkeypatch.setenv("LAYERPRUNE_HOME", str(tmp_path / "home"))
+    logp, ids = teacher_topk(job(tmp_path / "a"), data(), 1.0, 8)
+    (path,) = (paths.home() / "teacher").glob("topk-*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again, again_ids = teacher_topk(job(tmp_path / "b"), data(), 1.0, 8)
+    assert "corrupt" in caplog.text and str(path) in caplog.text
+    assert list(path.parent.glob("topk-*.pt.corrupt-*"))
+    assert torch.equal(again, logp) and torch.equal(again_ids, ids)

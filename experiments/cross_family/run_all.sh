@@ -9,7 +9,7 @@ mkdir -p outputs/cross_family
 bash experiments/cross_family/run.sh smollm2-135m
 for m in smollm2-135m gemma3-270m qwen2.5-0.5b; do
   start=$SECONDS
-  .venv/bin/python -m layerprune.report.calibration_size --model "$m" --out experiments/cross_family
+  .venv/bin/python -m layerprune.studies.calibration_size --model "$m" --out experiments/cross_family
   echo "[wall] $((SECONDS - start)) s: calibration_size $m" | tee -a outputs/cross_family/calibration_size.wall
 done
 bash experiments/cross_family/run.sh gemma3-270m
@@ -20,4 +20,7 @@ start=$SECONDS
   store_dir=experiments/cross_family/runs hydra.sweep.dir=outputs/cross_family/gemma3-270m/healing_3_8
 echo "[wall] $((SECONDS - start)) s: healing at 3/8, gemma3-270m" | tee -a outputs/cross_family/gemma3-270m.wall
 bash experiments/cross_family/run.sh qwen2.5-0.5b
-.venv/bin/python -m layerprune.report.cross_family experiments/cross_family/runs --out experiments/cross_family
+# what pruning buys (issue #30): every stored pruned job's model rebuilt from its plan and timed
+# against its unpruned model, written into its results.json (speed=default sizes)
+.venv/bin/layerprune-speed experiments/cross_family/runs
+.venv/bin/python -m layerprune.studies.cross_family experiments/cross_family/runs --out experiments/cross_family
