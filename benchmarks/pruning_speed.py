@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--random", action="store_true", help="random weights of the same shapes")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--variants", nargs="+", help="a subset, e.g. 'attention 1/4 of 2L'")
     p.add_argument("overrides", nargs="*", help="speed.KEY=VALUE")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -73,7 +74,13 @@ def main() -> None:
         print(f"\n{name} ({num_blocks} blocks, {ref.dtype}, {torch.get_num_threads()} threads)")
         head = f"{'variant':22s} {'kind':20s} {'measured':>9s} {'ideal':>7s} {'meas/ideal':>10s}"
         print(head)
-        for label, plan in plans(num_blocks).items():
+        variants = plans(num_blocks)
+        unknown = set(args.variants or ()) - set(variants)
+        if unknown:
+            raise SystemExit(f"unknown variants {sorted(unknown)}; known: {sorted(variants)}")
+        for label, plan in variants.items():
+            if args.variants and label not in args.variants:
+                continue
             pruned = load_model(cfg)
             apply_plan(pruned.model, pruned.adapter, plan)
             s = speed_report(pruned.model, ref.model, settings, (pruned.adapter, ref.adapter))

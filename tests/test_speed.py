@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -15,7 +17,15 @@ from layerprune import pipeline
 from layerprune.config import SpeedConfig, validate
 from layerprune.models.load import count_parameters, load_model
 from layerprune.plan import PruningPlan
-from layerprune.speed import kv_bytes_per_token, speed_report, structure, summary
+from layerprune.speed import (
+    NOISY_SPREAD,
+    Timing,
+    kv_bytes_per_token,
+    round_spread,
+    speed_report,
+    structure,
+    summary,
+)
 from layerprune.speed_cli import measure_runs
 from layerprune.surgery.apply import apply_plan
 from tests.conftest import compose, tiny_config
@@ -103,6 +113,23 @@ def test_speed_report_has_both_models_ratios_and_ideals():
     assert pr["peak_bytes_b2"] == pr["weight_bytes"] + tokens * pr["kv_bytes_per_token"]
     assert speed["ideal"]["prefill"] > 1 and speed["ideal"]["decode_b1"] > 1
     assert "KV cache 0.75x" in summary(speed) and "decode b1 " in summary(speed)
+    assert pr["prefill_b1_round_spread"] >= 0 and "prefill_b1_round_spread" not in r
+
+
+def test_a_busy_round_is_named_noisy(caplog):
+    """Rounds of one timing that disagree (a busy machine) are reported, not averaged away."""
+    assert round_spread([1.0, 1.0]) == 0 and round_spread([2.0, 1.0]) == pytest.approx(1.0)
+    lm, _ = pruned("llama", PLANS["blocks"])
+    ref = load_model(tiny_config("llama"))
+    # per round: the unpruned model, then the pruned; the unpruned's second round 3x slower
+    medians = iter([1.0, 1.0, 3.0, 1.0])
+    fake = classmethod(lambda cls, fn, min_run_time: Timing(next(medians), 0.0))
+    sizes = dataclasses.replace(TINY, prefill_batches=[1], decode_batches=[], rounds=2)
+    with mock.patch.object(Timing, "of", fake), caplog.at_level("WARNING"):
+        speed = speed_report(lm.model, ref.model, sizes, (lm.adapter, ref.adapter))
+    assert speed["unpruned"]["prefill_b1_round_spread"] == pytest.approx(2.0) and NOISY_SPREAD < 2.0
+    assert speed["pruned"]["prefill_b1_round_spread"] == 0
+    assert "rounds disagree" in caplog.text
 
 
 @pytest.mark.slow

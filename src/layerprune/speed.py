@@ -24,6 +24,7 @@ peers' 512-token prefill and 128 new tokens at batch 16).
 
 from __future__ import annotations
 
+import logging
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,6 +34,8 @@ from tqdm.auto import tqdm
 
 from layerprune.config import SpeedConfig
 from layerprune.models.adapter import BlockAdapter
+
+log = logging.getLogger(__name__)
 
 Sizes = SpeedConfig  # the measured settings, as the ``speed`` config group gives them
 
@@ -181,6 +184,15 @@ class _Bench:
         return run
 
 
+NOISY_SPREAD = 0.15
+
+
+def round_spread(medians: list[float]) -> float:
+    """Slowest round / fastest round - 1: how far the rounds of one timing disagree. On an idle
+    machine it stays within a few percent; a busy one shows here before it shows in a ratio."""
+    return max(medians) / min(medians) - 1
+
+
 def measure(pruned: torch.nn.Module, unpruned: torch.nn.Module, sizes: Sizes) -> dict:
     """Every setting for both models, alternating (module doc): ``{"unpruned": {...},
     "pruned": {...}}`` of medians (s), IQRs, tokens/s and peak bytes."""
@@ -202,6 +214,16 @@ def measure(pruned: torch.nn.Module, unpruned: torch.nn.Module, sizes: Sizes) ->
             t = statistics.median(x.median for x in timings)
             out[name][f"{key}_s"] = t
             out[name][f"{key}_iqr_s"] = statistics.median(x.iqr for x in timings)
+            spread = round_spread([x.median for x in timings])
+            out[name][f"{key}_round_spread"] = spread
+            if spread > NOISY_SPREAD:
+                log.warning(
+                    "%s of the %s model: its rounds disagree by %.0f%% (the machine was busy?);"
+                    " its ratio is noisy, rerun alone or with more speed.rounds",
+                    key,
+                    name,
+                    100 * spread,
+                )
             if tokens:
                 out[name][f"{key}_tokens_per_s"] = tokens / t
 
@@ -251,7 +273,9 @@ def speed_report(
     ratios = {
         k: models["pruned"][k] / models["unpruned"][k]
         for k in models["pruned"]
-        if isinstance(models["pruned"][k], int | float) and models["unpruned"].get(k)
+        if isinstance(models["pruned"][k], int | float)
+        and models["unpruned"].get(k)
+        and not k.endswith("_round_spread")
     }
     device = next(pruned.parameters()).device
     return {

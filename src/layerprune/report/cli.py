@@ -35,8 +35,9 @@ VARIANT_KEYS = ["method", "metric", "granularity", "healing"]
 
 
 def speed_columns(df: pd.DataFrame) -> list[str]:
-    """The speed ratios worth a table column: tokens/s, KV-cache and weight bytes."""
-    keep = ("_tokens_per_s", "kv_bytes_per_token", "weight_bytes")
+    """The speed ratios worth a table column: tokens/s, KV-cache and weight bytes, and how far
+    the timing rounds disagreed (``round_spread``: above 0.15 the ratios are noisy)."""
+    keep = ("_tokens_per_s", "kv_bytes_per_token", "weight_bytes", "round_spread")
     return [c for c in df if c.startswith("speed/") and c.endswith(keep)]
 
 

@@ -53,10 +53,23 @@ def row(r: Results, folder: Path | None = None) -> dict:
         **r.metrics,
         **{f"speed/{k}": v for k, v in ((r.speed or {}).get("ratios") or {}).items()},
         **{f"ideal/{k}": v for k, v in ((r.speed or {}).get("ideal") or {}).items()},
+        **_round_spread(r.speed),
         **_baselines(r),
         **{f"time/{k}": v for k, v in r.timings.items()},
         "path": str(folder) if folder else "",
     }
+
+
+def _round_spread(speed: dict | None) -> dict:
+    """``speed/round_spread``: the most two rounds of one timing disagreed, either model (a
+    busy machine shows here; ``speed.py``). Absent for speed blocks measured before it."""
+    spreads = [
+        v
+        for model in ("pruned", "unpruned")
+        for k, v in ((speed or {}).get(model) or {}).items()
+        if k.endswith("_round_spread")
+    ]
+    return {"speed/round_spread": max(spreads)} if spreads else {}
 
 
 def _baselines(r: Results) -> dict:
