@@ -123,3 +123,51 @@ def test_asset_identity_is_what_was_built_not_when(tmp_path):
 
     assert identity() == identity(built_s=12.0)
     assert identity() != identity(file_sha256="bb")
+
+
+# tiny llama: 8 blocks of q, o 64 x 64; k, v 64 x 32; gate, up, down 64 x 128; two norms of 64;
+# the final norm; a 272 x 64 embedding table, and the head, its size again unless tied
+TINY_BLOCK = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
+TINY_TIED = 8 * TINY_BLOCK + 64 + 272 * 64
+TINY_UNTIED = TINY_TIED + 272 * 64
+
+
+def test_tied_embeddings_count_once():
+    from layerprune.models.load import embeddings_tied
+
+    model = load_model(tiny_config("llama")).model
+    assert count_parameters(model) == TINY_UNTIED == 330_816 and not embeddings_tied(model)
+    # a copy in its own storage is held twice, so it counts twice
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+    assert count_parameters(model) == TINY_UNTIED and not embeddings_tied(model)
+    # another Parameter over the same storage counts once (parameters() alone counts it twice)
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach())
+    assert sum(p.numel() for p in model.parameters()) == TINY_UNTIED
+    assert count_parameters(model) == TINY_TIED == 313_408 and embeddings_tied(model)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied as one Parameter
+    assert count_parameters(model) == TINY_TIED and embeddings_tied(model)
+
+
+def test_converter_ties_a_head_identical_to_the_embedding_only(tmp_path):
+    from safetensors import safe_open
+
+    from layerprune.assets.models import tie_identical_head
+
+    logs: list[str] = []
+    lm = load_model(tiny_config("llama"))
+    model = lm.model
+    assert not tie_identical_head(model, logs.append)  # random head: another tensor, kept
+    assert count_parameters(model) == TINY_UNTIED and "kept untied" in logs[-1]
+    with torch.no_grad():
+        model.lm_head.weight.copy_(model.model.embed_tokens.weight)
+    assert tie_identical_head(model, logs.append) and "tied" in logs[-1]
+    assert model.config.tie_word_embeddings and count_parameters(model) == TINY_TIED
+    model.save_pretrained(tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    assert "lm_head.weight" not in names  # the table is stored once
+    again = load_model(ModelConfig(name="x", source="path", id=str(tmp_path), device="cpu"))
+    assert count_parameters(again.model) == TINY_TIED
+    ids = torch.randint(0, 256, (1, 7))
+    assert torch.equal(model(ids).logits, again.model(ids).logits)

@@ -209,11 +209,74 @@ def test_stored_speed_blocks_become_columns_and_figures(tmp_path):
                 "kv_bytes_per_token": 1 - fraction,
             },
             "ideal": {"prefill": decode + 0.05, "decode_b1": decode, "decode_b8": decode + 0.2},
+            "pruned": {"decode_b1_round_spread": 0.02, "prefill_b1_round_spread": 0.01 * i},
+            "unpruned": {"decode_b1_round_spread": 0.3 * (i - 1)},
         }
         r.write(path)
     table = build_report([tmp_path / "runs"], tmp_path / "out", ["arc_easy/acc"])
     row = table.set_index("fraction").loc[0.4]
     assert row["speed/decode_b8_tokens_per_s"] == 1.6 and row["speed/kv_bytes_per_token"] == 0.6
+    # the worst disagreement between rounds, either model: 0.3 at 0.4 (noisy), 0.02 at 0.2
+    assert row["speed/round_spread"] == pytest.approx(0.3)
+    assert table.set_index("fraction").loc[0.2]["speed/round_spread"] == pytest.approx(0.02)
     assert "speed/decode_b1_tokens_per_s" in (tmp_path / "out" / "table.md").read_text()
     for name in ("speed.png", "speed_vs_ideal.png"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
+
+
+def test_curves_are_a_grid_in_the_project_colours_with_baselines_and_a_caption(
+    tmp_path, monkeypatch
+):
+    import matplotlib.figure
+    import pandas as pd
+
+    from layerprune.report import style
+    from layerprune.report.curves import plot_curves
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **k: figures.append(fig) or save(fig, *a, **k),
+    )
+    tasks = [f"t{i}" for i in range(8)]
+    rows = []
+    for variant in ("last_layers", "shortgpt", "last_layers + lora"):
+        for fraction, acc in ((0.0, 0.6), (0.25, 0.5), (0.5, 0.3)):
+            row = {"variant": variant, "fraction": fraction, "params_ratio": 1 - fraction}
+            for t in tasks:
+                row |= {f"{t}/acc": acc, f"{t}/acc_stderr": 0.02, f"{t}/chance": 0.25}
+            row["t1/majority"] = 0.63  # only t1 has a majority-class rate
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    plot_curves(df, [f"{t}/acc" for t in tasks], tmp_path / "c.png", by="variant")
+    fig = figures[-1]
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    grid = {
+        (ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in shown
+    }
+    assert len(shown) == 8 and grid == {(r, c) for r in range(2) for c in range(4)}  # 2 x 4
+    width, height = fig.get_size_inches()
+    assert width / height < 3  # was 8 x 1 panels: 4032 x 432 px
+    lines = {ln.get_label(): ln for ln in shown[0].get_lines()}
+    assert lines["last_layers"].get_color() == style.color("last_layers")
+    assert lines["last_layers + lora"].get_color() == style.color("last_layers")
+    assert lines["last_layers + lora"].get_linestyle() == "--"
+    assert lines["shortgpt"].get_color() == style.color("shortgpt")
+    labels = [[ln.get_label() for ln in ax.get_lines()] for ax in shown]
+    assert all("chance" in ls for ls in labels)
+    assert ["majority" in ls for ls in labels] == [i == 1 for i in range(8)]
+    (majority,) = [ln for ln in shown[1].get_lines() if ln.get_label() == "majority"]
+    assert majority.get_linestyle() == ":" and list(majority.get_ydata()) == [0.63, 0.63]
+    caption = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
+    assert style.BAND in caption and "majority" in caption and "chance" in caption
+
+    # per model: each model its own row(s), in the papers' order; 4 metrics fit one row
+    both = pd.concat([df.assign(model="qwen2.5-0.5b"), df.assign(model="smollm2-135m")])
+    plot_curves(both, [f"{t}/acc" for t in tasks[:4]], tmp_path / "m.png", "variant", rows="model")
+    shown = [ax for ax in figures[-1].axes if ax.get_visible()]
+    assert len(shown) == 8 and [ax.get_title() for ax in shown[::4]] == [
+        "smollm2-135m",
+        "qwen2.5-0.5b",
+    ]

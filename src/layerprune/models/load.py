@@ -152,5 +152,25 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters actually held (``parameters()`` counts tied embeddings once)."""
-    return sum(p.numel() for p in model.parameters())
+    """Parameters actually held: a tensor stored once counts once, whether tied as one
+    ``Parameter`` (``parameters()`` already yields it once) or as two ``Parameter`` objects
+    over the same storage. Two equal copies in separate storage count twice: they are held
+    twice (see ``embeddings_tied``)."""
+    seen: set = set()
+    total = 0
+    for p in model.parameters():
+        ptr = p.data_ptr() if p.device.type != "meta" else 0
+        key = (p.device, ptr, p.dtype, tuple(p.shape), tuple(p.stride())) if ptr else id(p)
+        if key not in seen:
+            seen.add(key)
+            total += p.numel()
+    return total
+
+
+def embeddings_tied(model: torch.nn.Module) -> bool:
+    """Whether the output head reads the input embedding's storage (counted once)."""
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embed is None:
+        return False
+    a, b = head.weight, embed.weight
+    return a is b or (a.device.type != "meta" and a.data_ptr() == b.data_ptr())

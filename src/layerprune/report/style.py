@@ -51,8 +51,9 @@ def model_order(models) -> list[str]:
 
 def model_title(name: str, stored: str = "") -> str:
     """What a model is, for a figure's title: the title a job stored, else its
-    ``conf/model/<name>.yaml`` title (jobs run before titles existed), else the name."""
-    if stored:
+    ``conf/model/<name>.yaml`` title (jobs run before titles existed, or upgraded from v1 with
+    the bare name as title), else the name."""
+    if stored and stored != name:
         return stored
     path = CONF / "model" / f"{name}.yaml"
     if path.exists():
