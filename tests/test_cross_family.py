@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from layerprune.report.verdicts import judge, rule_text, thresholds
 from layerprune.results import Results
 from layerprune.scan.residual import Scan
 from layerprune.studies.cross_family import (
@@ -17,6 +18,7 @@ from layerprune.studies.cross_family import (
     claim_healing_closes_gap,
     claim_healing_smooths_loss,
     claim_similarity_beats_heuristic,
+    claims_table,
 )
 
 BLOCKS = 8
@@ -68,12 +70,13 @@ def write_result(folder, model, method, healing, fraction, acc, loss, sublayers)
     Results(**result).write(folder / "results.json")
 
 
-def deep_scan() -> Scan:
-    """d(j, k) = (k - j) (1 - j / 10): for every n the deepest block of n is the most similar."""
+def deep_scan(slope: float = -0.1) -> Scan:
+    """d(j, k) = (k - j) (1 + slope j): for every n the deepest block of n is the most similar
+    (slope < 0), or the shallowest (slope > 0)."""
     d = torch.full((BLOCKS + 1, BLOCKS + 1), float("nan"), dtype=torch.float64)
     for j in range(BLOCKS + 1):
         for k in range(j + 1, BLOCKS + 1):
-            d[j, k] = (k - j) * (1 - j / 10)
+            d[j, k] = (k - j) * (1 + slope * j)
     return Scan(BLOCKS, {"angular/last": d, "cosine/mean": d}, 4, 64)
 
 
@@ -84,7 +87,8 @@ def report(tmp_path):
     write_result(tmp_path / "runs" / "b1", "b", *ROWS[1])
     write_result(tmp_path / "runs" / "c0", "c", *ROWS[0])  # only its unpruned point so far
     scans = {m: {"all 8 docs": deep_scan()} for m in "abc"}
-    return build_cross_family([tmp_path / "runs"], tmp_path / "out", scans)
+    # BoolQ's items: 65% one answer, above every model's 0.60 (the others: no majority given)
+    return build_cross_family([tmp_path / "runs"], tmp_path / "out", scans, {"boolq": 0.65})
 
 
 def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
@@ -104,7 +108,7 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     assert claim_collapse(slide, "a").startswith("**does not hold**")  # 0.43 at once: no plateau
     # rise 0.5 -> 0.2 (60% removed), 3.0 -> 0.6 (80%); last_layers 1.0 -> 0.4, 4.0 -> 0.9
     smooth = claim_healing_smooths_loss(df, "a")
-    assert smooth.startswith("**holds**") and "0.5: +3.00 -> +0.60 (80% removed)" in smooth
+    assert smooth.startswith("**holds**") and "0.5: +3.00 -> +0.60 (80.0% removed)" in smooth
     weak = df.copy()
     weak.loc[weak["variant"] == "last_layers + lora", "c4/loss"] += 0.5  # 10% removed at 0.25
     assert claim_healing_smooths_loss(weak, "a").startswith("**does not hold**")
@@ -114,8 +118,13 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     few.loc[few["variant"] == "finercut", "ids/mlp"] = "1,2"  # 4 attention vs 3 MLP: not 2x
     assert claim_finercut_attention(few, "a").startswith("**does not hold**: 4 attention, 3 MLP")
     # 13% of parameters: deeper_layers interpolated 0.60 - 0.02 x 13 / 20 = 0.587 vs 0.59
+    # ... and against last_layers (0.60 - 0.20 x 13 / 20 = 0.470) far ahead: each method is
+    # compared (Holm over 2 comparisons), not the best one picked afterwards
     beats = claim_finercut_beats_blocks(df, "a")
-    assert beats.startswith("**cannot tell**") and "0.590 vs deeper_layers 0.587" in beats
+    assert beats.startswith("**cannot tell**: 2 comparisons") and "vs deeper_layers 0.587" in beats
+    assert "0.590 vs last_layers 0.470 (+0.120" in beats
+    ahead = df[~df["variant"].isin(["deeper_layers", "shortgpt"])]  # last_layers only
+    assert claim_finercut_beats_blocks(ahead, "a").startswith("**holds**: 1 comparisons")
     deep = claim_deeper_most_similar({"all 8 docs": deep_scan()})
     assert deep.startswith("**holds**") and "l*(1..4) = [7, 6, 5, 4]" in deep
     for claim in (claim_healing_closes_gap, claim_finercut_attention):
@@ -136,6 +145,42 @@ def test_claims_follow_their_rules_on_a_hand_made_table(tmp_path):
     assert claim_healing_closes_gap(same, "a").endswith("one model)")
 
 
+def test_verdicts_say_which_threshold_decides_them(tmp_path):
+    df = report(tmp_path)
+    assert thresholds(claim_finercut_attention) == {"ratio": 2.0, "depth": 0.5}
+    # healing removes 60% / 80% (deeper_layers) and 60% / 77.5% (last_layers) of the rise:
+    # holds at share 0.5 and 0.375, not at 0.625
+    smooth = judge(claim_healing_smooths_loss, df, "a")
+    assert smooth.startswith("**holds** (fragile: does not hold at share x1.25): unpruned C4")
+    # gaps 0.18, 0.10, 0.01 with se 0.0053: two of three beyond 1.5, 2 and 2.5 se alike
+    beats = judge(claim_similarity_beats_heuristic, df, "a")
+    assert beats.startswith("**holds** (stable at x0.75 and x1.25): mean accuracy")
+    # the centre of l*(n) in the last third: a scan whose l*(n) = 0 for every n is not deep
+    shallow = judge(claim_deeper_most_similar, {"all": deep_scan(slope=0.1)})
+    assert shallow.startswith("**does not hold** (stable") and "= [0, 0, 0, 0]" in shallow
+    # 0.94 kept at 1/4: a plateau at 0.8 (and 0.6), none at 1.0
+    assert judge(claim_collapse, df, "b") == claim_collapse(df, "b").replace(
+        "**cannot tell**", "**cannot tell** (fragile: does not hold at plateau x1.25)"
+    )
+    assert judge(claim_healing_closes_gap, df, "b") == "not run"
+    assert "Thresholds: ratio=2, depth=0.5." in rule_text(claim_finercut_attention)
+
+
+def test_a_claim_resting_on_a_task_at_its_majority_rate_says_so(tmp_path):
+    df = report(tmp_path)
+    # last_layers scores as deeper_layers on every task but BoolQ, where it is 0.3 lower: the
+    # seven-task gap (0.3 / 7 = 0.043, se 0.005) holds; without BoolQ there is none
+    for f in (0.25, 0.5, 0.75):
+        deeper = df[(df["variant"] == "deeper_layers") & (df["fraction"] == f)].iloc[0]
+        last = (df["variant"] == "last_layers") & (df["fraction"] == f)
+        for task in ACCURACIES:
+            df.loc[last, task] = deeper[task] - (0.3 if task == "boolq/acc" else 0.0)
+    table = claims_table(df, ["a"], {}, {"boolq": 0.65})
+    row = next(line for line in table.splitlines() if line.startswith("| Unhealed, the sim"))
+    assert "**cannot tell**" in row and row.endswith("(with every task: **holds**) |")
+    assert "+0.000 +- 0.006" in row  # the six tasks read
+
+
 def test_cross_family_figures_put_the_models_side_by_side(tmp_path):
     report(tmp_path)
     out = tmp_path / "out"
@@ -143,8 +188,15 @@ def test_cross_family_figures_put_the_models_side_by_side(tmp_path):
         assert (out / f"{name}.png").stat().st_size > 1000 and (out / f"{name}.pdf").exists()
     claims = (out / "claims.md").read_text()
     assert claims.splitlines()[0] == "| claim | a | b | c |" and "Rules" in claims
-    assert claims.splitlines()[2].endswith(
-        "| **holds**: all 8 docs: 4/4 n deep, l*(1..4) = [7, 6, 5, 4] |"
+    excluded = "6 of 7; excluded: boolq (0.600 vs floor 0.650)"
+    assert (
+        claims.splitlines()[2]
+        == "| Tasks read (unpruned above chance and majority by > 2 stderr) | "
+        + " | ".join([excluded] * 3)
+        + " |"
+    )
+    assert claims.splitlines()[3].endswith(
+        "| **holds** (stable at x0.75 and x1.25): all 8 docs: 4/4 n deep, l*(1..4) = [7, 6, 5, 4] |"
     )
     table = (out / "table.md").read_text()
     assert "mean_retention" in table and "finercut" in table

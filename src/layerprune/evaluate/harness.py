@@ -64,6 +64,17 @@ def _offline_task_manager(tasks: list[str], tmp: Path):
     return TaskManager(include_path=str(tmp))
 
 
+def task_manager(tasks: list[str], data: str, tmp: Path):
+    """lm-eval's TaskManager for ``tasks``: offline (the asset cache; ``tmp`` holds the task
+    overrides) or the stock one (``data="hub"``)."""
+    if data == "offline":
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        return _offline_task_manager(tasks, tmp)
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
 def _leaves(name: str, groups: dict[str, list[str]]) -> list[str]:
     """The tasks under a (nested) group, e.g. mmlu -> mmlu_stem -> mmlu_anatomy ..."""
     children = groups.get(name)
@@ -140,13 +151,7 @@ def evaluate_tasks(
     model.eval()
     results: dict[str, TaskResult] = {}
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp:
-        if data == "offline":
-            os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-            manager = _offline_task_manager([t for t, _, _ in tasks], Path(tmp))
-        else:
-            from lm_eval.tasks import TaskManager
-
-            manager = TaskManager()
+        manager = task_manager([t for t, _, _ in tasks], data, Path(tmp))
         for name, shots, limit in tasks:
             log.info("evaluating %s (%d-shot, limit %s, %s)", name, shots, limit, type(lm).__name__)
             start, before = time.perf_counter(), lm.model_requests

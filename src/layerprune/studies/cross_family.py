@@ -15,6 +15,7 @@ the numbers behind its verdict and the rule that gave it.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +30,11 @@ import pandas as pd  # noqa: E402
 from layerprune.report.cli import build_report  # noqa: E402
 from layerprune.report.curves import plot_curves  # noqa: E402
 from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
+from layerprune.report.style import model_title  # noqa: E402
 from layerprune.report.sublayers import draw_removed_map  # noqa: E402
+from layerprune.report.verdicts import judge, rule_text, verdict, word  # noqa: E402
 from layerprune.scan.residual import Scan  # noqa: E402
+from layerprune.stats import holm  # noqa: E402
 from layerprune.studies.calibration_size import choices  # noqa: E402
 
 ACCURACIES = [
@@ -50,7 +54,8 @@ FIGURES = ("accuracy", "healing", "retention", "heatmaps", "removed_sublayers")
 
 def variants(df: pd.DataFrame) -> pd.DataFrame:
     """``variant`` = method (+ healing): each method here has one metric, so no more is needed;
-    the unpruned model is the fraction-0 point of every variant of its model."""
+    the unpruned model is the fraction-0 point of every variant of its model (variant "none"
+    for a model with no pruned job yet, so that its claims can still read its unpruned scores)."""
     healed = df["healing"].fillna("none")
     name = df["method"] + np.where(healed != "none", " + " + healed, "")
     df = df.assign(variant=name, params_removed=1 - df["params_ratio"])
@@ -60,7 +65,8 @@ def variants(df: pd.DataFrame) -> pd.DataFrame:
         base[base["model"] == m].assign(variant=v)
         for m, v in pruned[["model", "variant"]].drop_duplicates().itertuples(index=False)
     ]
-    df = pd.concat([pruned, *starts], ignore_index=True)
+    alone = base[~base["model"].isin(pruned["model"])]  # no pruned job yet: its unpruned row
+    df = pd.concat([pruned, *starts, alone.assign(variant="none")], ignore_index=True)
     tasks = [t for t in ACCURACIES if t in df]
     if tasks:  # "mean/acc": the seven tasks' mean, drawn with its stderr and chance like a task
         df["mean/acc"], df["mean/acc_stderr"] = mean_accuracy(df, tasks)
@@ -112,42 +118,46 @@ def _frac(f: float) -> str:
     return f"{f:.3g}"
 
 
-def _verdict(holds: bool | None, evidence: str) -> str:
-    word = {True: "holds", False: "does not hold", None: "cannot tell"}[holds]
-    return f"**{word}**: {evidence}"
+# --- the claims: each takes one model's rows (and scans) and returns "verdict: numbers"; its
+# keyword-only parameters are its thresholds (``report/verdicts.judge`` varies them) ---
 
 
-# --- the claims: each takes one model's rows (and scans) and returns "verdict: numbers" ---
-
-
-def claim_deeper_most_similar(scans: dict[str, Scan]) -> str:
-    """Gromov: the most similar block of n (l*(n)) sits deep in the network. Rule: holds when
-    l*(n) lies in the deeper half of its possible starts (l*(n) >= (L - n) / 2) for at least
-    2/3 of n = 1 .. L/2 in the all-documents scan, does not hold at most 1/3."""
+def claim_deeper_most_similar(
+    scans: dict[str, Scan], *, share: float = 2 / 3, deep_from: float = 2 / 3
+) -> str:
+    """Gromov: the most similar block of n (l*(n)) sits deep in the network. "Deep": the
+    block's centre, l*(n) + (n - 1) / 2, in the last third of the blocks (>= deep_from x
+    (L - 1); the centre, so that a block longer than L/3 can still be deep). Rule: holds when
+    l*(n) is deep for at least `share` of n = 1 .. L/2 in the all-documents scan, does not
+    hold for at most 1 - share, else cannot tell."""
     parts, share_all = [], None
     for label, scan in scans.items():
         size = scan.num_blocks
         ns = range(1, size // 2 + 1)
         picks = choices(scan, "deeper_layers angular/last")  # l*(n), as the study reads it
         starts = [picks[n] for n in ns]
-        deep = sum(s >= (size - n) / 2 for s, n in zip(starts, ns, strict=True))
+        centres = [s + (n - 1) / 2 for s, n in zip(starts, ns, strict=True)]
+        deep = sum(c >= deep_from * (size - 1) for c in centres)
         parts.append(f"{label}: {deep}/{len(starts)} n deep, l*(1..{size // 2}) = {starts}")
         if label.startswith("all") or share_all is None:  # the verdict: all documents'
             share_all = deep / len(starts)
     if share_all is None:
         return "not run"
-    holds = True if share_all >= 2 / 3 else False if share_all <= 1 / 3 else None
-    return _verdict(holds, "; ".join(parts))
+    holds = True if share_all >= share else False if share_all <= 1 - share else None
+    return verdict(holds, "; ".join(parts))
 
 
-def claim_collapse(df: pd.DataFrame, model: str) -> str:
+def claim_collapse(
+    df: pd.DataFrame, model: str, *, plateau: float = 0.8, z: float = 2.0, tasks=tuple(ACCURACIES)
+) -> str:
     """Gromov: accuracy holds up to a model-dependent fraction, then falls to chance (MMLU:
     Llama-2 45-55%, Mistral 35%, Qwen 20%). Read on deeper_layers (unhealed): MMLU's
-    above-chance accuracy, or, when the unpruned MMLU is within 2 stderr of chance, the mean
-    above-chance accuracy of the six 0-shot tasks. Plateau = the pruned fractions keeping >= 80%
-    of it; collapse = the first fraction within 2 stderr of chance. Rule: holds when there is a
-    plateau and a later collapse (the number is the collapse fraction); does not hold when
-    below 80% already at the first pruned fraction; cannot tell without a collapse."""
+    above-chance accuracy, or, when the unpruned MMLU is within z stderr of chance, the mean
+    above-chance accuracy of the six 0-shot tasks. Plateau = the pruned fractions keeping >=
+    `plateau` of it; collapse = the first fraction within z stderr of chance. Rule: holds when
+    there is a plateau and a later collapse (the number is the collapse fraction); does not
+    hold when below `plateau` already at the first pruned fraction; cannot tell without a
+    collapse."""
     c = _curve(df, model, "deeper_layers")
     if len(c) < 2 or "mmlu/acc" not in c:
         return "not run"
@@ -157,37 +167,39 @@ def claim_collapse(df: pd.DataFrame, model: str) -> str:
         f"unpruned MMLU {c['mmlu/acc'].iloc[0]:.3f} +- {mmlu_se.iloc[0]:.3f} "
         f"(chance {c['mmlu/chance'].iloc[0]:.2f})"
     )
-    if mmlu.iloc[0] > 2 * mmlu_se.iloc[0]:
+    if "mmlu/acc" in tasks and mmlu.iloc[0] > z * mmlu_se.iloc[0]:
         gap, se, read = mmlu, mmlu_se, "MMLU"
     else:
-        gap, se = above_chance(c, ZERO_SHOT)
+        gap, se = above_chance(c, [t for t in ZERO_SHOT if t in tasks])
         read, head = "the 0-shot tasks", head + ", at chance: read from the 0-shot tasks"
     fractions = list(c["fraction"])
-    at_chance = [f for f, g, s in zip(fractions, gap, se, strict=True) if f > 0 and g <= 2 * s]
+    at_chance = [f for f, g, s in zip(fractions, gap, se, strict=True) if f > 0 and g <= z * s]
     kept = (gap / gap.iloc[0]).round(2).tolist()
     curve = ", ".join(f"{_frac(f)}: {k:.2f}" for f, k in zip(fractions, kept, strict=True))
     evidence = f"{head}; share of above-chance accuracy kept ({read}) {curve}"
-    if gap.iloc[0] <= 2 * se.iloc[0]:
-        return _verdict(None, evidence + "; unpruned already at chance")
-    if kept[1] < 0.8:
-        return _verdict(False, evidence + f"; no plateau ({kept[1]:.2f} at {_frac(fractions[1])})")
-    plateau = max(f for f, k in zip(fractions, kept, strict=True) if f > 0 and k >= 0.8)
-    evidence += f"; plateau up to {_frac(plateau)}"
+    if gap.iloc[0] <= z * se.iloc[0]:
+        return verdict(None, evidence + "; unpruned already at chance")
+    if kept[1] < plateau:
+        return verdict(False, evidence + f"; no plateau ({kept[1]:.2f} at {_frac(fractions[1])})")
+    top = max(f for f, k in zip(fractions, kept, strict=True) if f > 0 and k >= plateau)
+    evidence += f"; plateau up to {_frac(top)}"
     if not at_chance:
-        return _verdict(None, evidence + f", no collapse up to {_frac(max(fractions))}")
-    return _verdict(True, evidence + f", collapse (at chance) from {_frac(at_chance[0])}")
+        return verdict(None, evidence + f", no collapse up to {_frac(max(fractions))}")
+    return verdict(True, evidence + f", collapse (at chance) from {_frac(at_chance[0])}")
 
 
 def _gap(
-    df: pd.DataFrame, model: str, a: str, b: str, f: float
+    df: pd.DataFrame, model: str, a: str, b: str, f: float, tasks=tuple(ACCURACIES)
 ) -> tuple[float, float, bool] | None:
     """Mean accuracy of variant a - variant b at fraction f, its stderr, and whether the two
-    removed the same blocks (then they are one model and the gap says nothing)."""
+    removed the same blocks (then they are one model and the gap says nothing). Unpaired: the
+    committed jobs have no per-item results (``results.json`` v1), so the two stderrs add as
+    if the items differed, which overstates the stderr of a difference on the same items."""
     ra, rb = _curve(df, model, a), _curve(df, model, b)
     ra, rb = ra[np.isclose(ra["fraction"], f)], rb[np.isclose(rb["fraction"], f)]
     if ra.empty or rb.empty:
         return None
-    (ma, sa), (mb, sb) = (tuple(x.iloc[0] for x in mean_accuracy(r, ACCURACIES)) for r in (ra, rb))
+    (ma, sa), (mb, sb) = (tuple(x.iloc[0] for x in mean_accuracy(r, list(tasks))) for r in (ra, rb))
     same = "ids/blocks" in ra and ra["ids/blocks"].iloc[0] == rb["ids/blocks"].iloc[0]
     return ma - mb, math.hypot(sa, sb), bool(same)
 
@@ -197,14 +209,20 @@ def _gap_text(gap: tuple[float, float, bool]) -> str:
     return f"{d:+.3f} +- {s:.3f}" + (" (same blocks)" if same else "")
 
 
-def claim_similarity_beats_heuristic(df: pd.DataFrame, model: str) -> str:
+def claim_similarity_beats_heuristic(
+    df: pd.DataFrame, model: str, *, z: float = 2.0, tasks=tuple(ACCURACIES)
+) -> str:
     """Gromov Fig. 5: unhealed, the similarity method is much better than dropping the last
-    blocks. Mean accuracy over the seven tasks, deeper_layers - last_layers, at each fraction
+    blocks. Mean accuracy over the tasks read, deeper_layers - last_layers, at each fraction
     where the two removed different blocks (where they removed the same, they are one model).
-    Rule: holds when the gap exceeds 2 stderr at most of those fractions, does not hold when it
-    is negative beyond 2 stderr at most; cannot tell otherwise or without such a fraction."""
+    Rule: holds when the gap exceeds z stderr at most of those fractions, does not hold when it
+    is negative beyond z stderr at most; cannot tell otherwise or without such a fraction."""
     fractions = sorted(f for f in _curve(df, model, "deeper_layers")["fraction"] if f > 0)
-    gaps = [(f, g) for f in fractions if (g := _gap(df, model, "deeper_layers", "last_layers", f))]
+    gaps = [
+        (f, g)
+        for f in fractions
+        if (g := _gap(df, model, "deeper_layers", "last_layers", f, tasks))
+    ]
     if not gaps:
         return "not run"
     ev = "mean accuracy deeper_layers - last_layers: " + ", ".join(
@@ -212,24 +230,26 @@ def claim_similarity_beats_heuristic(df: pd.DataFrame, model: str) -> str:
     )
     differ = [(d, s) for _, (d, s, same) in gaps if not same]
     if not differ:
-        return _verdict(None, ev + "; the two chose the same blocks at every fraction")
-    wins = sum(d > 2 * s for d, s in differ)
-    losses = sum(d < -2 * s for d, s in differ)
+        return verdict(None, ev + "; the two chose the same blocks at every fraction")
+    wins = sum(d > z * s for d, s in differ)
+    losses = sum(d < -z * s for d, s in differ)
     holds = True if wins > len(differ) / 2 else False if losses > len(differ) / 2 else None
-    return _verdict(holds, ev)
+    return verdict(holds, ev)
 
 
-def claim_healing_closes_gap(df: pd.DataFrame, model: str) -> str:
+def claim_healing_closes_gap(
+    df: pd.DataFrame, model: str, *, z: float = 2.0, tasks=tuple(ACCURACIES)
+) -> str:
     """Gromov: healed, the simple heuristic is about as good as the similarity method. Read at
     the healed fractions where the two methods removed different blocks. Rule: holds when the
-    healed gap (deeper_layers + lora - last_layers + lora, mean accuracy) is within 2 stderr at
-    every such fraction while an unhealed gap there exceeded 2 stderr; does not hold when a
-    healed gap exceeds 2 stderr; cannot tell when there was no gap to close (or no fraction
+    healed gap (deeper_layers + lora - last_layers + lora, mean accuracy) is within z stderr at
+    every such fraction while an unhealed gap there exceeded z stderr; does not hold when a
+    healed gap exceeds z stderr; cannot tell when there was no gap to close (or no fraction
     where the methods differ)."""
     rows = []
     for f in sorted(f for f in _curve(df, model, "deeper_layers + lora")["fraction"] if f > 0):
-        healed = _gap(df, model, "deeper_layers + lora", "last_layers + lora", f)
-        unhealed = _gap(df, model, "deeper_layers", "last_layers", f)
+        healed = _gap(df, model, "deeper_layers + lora", "last_layers + lora", f, tasks)
+        unhealed = _gap(df, model, "deeper_layers", "last_layers", f, tasks)
         if healed and unhealed:
             rows.append((f, unhealed, healed))
     if not rows:
@@ -239,18 +259,18 @@ def claim_healing_closes_gap(df: pd.DataFrame, model: str) -> str:
     )
     rows = [(f, u, h) for f, u, h in rows if not u[2]]
     if not rows:
-        return _verdict(None, ev + " (the two methods removed the same blocks: one model)")
-    if any(abs(h[0]) > 2 * h[1] for _, _, h in rows):
-        return _verdict(False, ev)
-    if not any(u[0] > 2 * u[1] for _, u, _ in rows):
-        return _verdict(None, ev + " (no unhealed gap to close)")
-    return _verdict(True, ev)
+        return verdict(None, ev + " (the two methods removed the same blocks: one model)")
+    if any(abs(h[0]) > z * h[1] for _, _, h in rows):
+        return verdict(False, ev)
+    if not any(u[0] > z * u[1] for _, u, _ in rows):
+        return verdict(None, ev + " (no unhealed gap to close)")
+    return verdict(True, ev)
 
 
-def claim_healing_smooths_loss(df: pd.DataFrame, model: str) -> str:
+def claim_healing_smooths_loss(df: pd.DataFrame, model: str, *, share: float = 0.5) -> str:
     """Gromov Fig. 3: unhealed, C4 loss jumps; healed, it rises slowly and smoothly. Rise =
     loss - the unpruned loss; two healed fractions cannot show a curve's shape, so the rule
-    reads its size: holds when healing removes at least half of the unhealed rise at every
+    reads its size: holds when healing removes at least `share` of the unhealed rise at every
     healed fraction of both methods, does not hold when it removes less somewhere."""
     parts, shares = [], []
     for method in ("deeper_layers", "last_layers"):
@@ -265,19 +285,21 @@ def claim_healing_smooths_loss(df: pd.DataFrame, model: str) -> str:
         removed = {f: 1 - rh[f] / ru[f] for f in fs}
         shares += removed.values()
         rises = ", ".join(
-            f"{_frac(f)}: {ru[f]:+.2f} -> {rh[f]:+.2f} ({removed[f]:.0%} removed)" for f in fs
+            f"{_frac(f)}: {ru[f]:+.2f} -> {rh[f]:+.2f} ({removed[f]:.1%} removed)" for f in fs
         )
         parts.append(f"{method} C4 loss rise unhealed -> healed {rises}")
     if not shares:
         return "not run"
-    return _verdict(min(shares) >= 0.5, f"unpruned C4 loss {base:.3f}; " + "; ".join(parts))
+    return verdict(min(shares) >= share, f"unpruned C4 loss {base:.3f}; " + "; ".join(parts))
 
 
-def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.25) -> str:
+def claim_finercut_attention(
+    df: pd.DataFrame, model: str, fraction: float = 0.25, *, ratio: float = 2.0, depth: float = 0.5
+) -> str:
     """FinerCut Fig. 4: at 25% of the sublayers, far more attention than MLP goes, and the
-    removed attention sits deep. Rule: holds when attention >= 2x MLP and the removed
-    attention's mean relative depth (block / (L - 1)) is above 0.5; does not hold otherwise
-    (fewer than 2x as many attention as MLP, or that depth at most 0.5)."""
+    removed attention sits deep. Rule: holds when attention >= `ratio` x MLP and the removed
+    attention's mean relative depth (block / (L - 1)) is above `depth` (the paper's claim is
+    relative: more of it in the deeper half); does not hold otherwise."""
     c = _curve(df, model, "finercut")
     c = c[np.isclose(c["fraction"], fraction)]
     if c.empty or "ids/attention" not in c or pd.isna(c["ids/attention"].iloc[0]):
@@ -285,49 +307,59 @@ def claim_finercut_attention(df: pd.DataFrame, model: str, fraction: float = 0.2
     row = c.iloc[0]
     attention, mlp = removed_sublayers(row)
     size = num_blocks(df, model)
-    depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
+    mean_depth = float(np.mean(attention)) / (size - 1) if attention else float("nan")
     ev = (
         f"{len(attention)} attention, {len(mlp)} MLP of {size} blocks removed; removed "
-        f"attention's mean depth {depth:.2f} (blocks {attention})"
+        f"attention's mean depth {mean_depth:.2f} (blocks {attention})"
     )
-    return _verdict(len(attention) >= 2 * len(mlp) and depth > 0.5, ev)
+    return verdict(len(attention) >= ratio * len(mlp) and mean_depth > depth, ev)
 
 
-def claim_finercut_beats_blocks(df: pd.DataFrame, model: str) -> str:
+def _z_p(diff: float, se: float) -> float:
+    """Two-sided normal p of diff / se."""
+    return math.erfc(abs(diff) / se / math.sqrt(2)) if se > 0 else float(diff == 0)
+
+
+def claim_finercut_beats_blocks(
+    df: pd.DataFrame, model: str, *, alpha: float = 0.05, tasks=tuple(ACCURACIES)
+) -> str:
     """FinerCut: at an equal share of parameters removed, it keeps more accuracy than block
-    pruning. Each block method's mean accuracy (seven tasks) is interpolated linearly in
-    parameters removed at each FinerCut point; diff = FinerCut - the best block method. Rule:
-    holds when diff > 2 stderr at most FinerCut points, does not hold when diff < -2 stderr
-    at most, else cannot tell."""
+    pruning. Each block method's mean accuracy (the tasks read) is interpolated linearly in
+    parameters removed at each FinerCut point and compared with FinerCut there, method by
+    method (not the best one picked afterwards): diff = FinerCut - method, a two-sided z test
+    (unpaired stderrs), Holm-adjusted over every point x method. Rule: holds when FinerCut is
+    significantly ahead (adjusted p < alpha) at most points against every block method; does
+    not hold when it is significantly behind at most points against some method; else cannot
+    tell."""
     fc = _curve(df, model, "finercut")
     fc = fc[fc["fraction"] > 0]
     if fc.empty:
         return "not run"
-    fm, fs = mean_accuracy(fc, ACCURACIES)
-    parts, score = [], []
-    for p, m, s in zip(fc["params_removed"], fm, fs, strict=True):
-        best = None
-        for method in BLOCK_METHODS:
-            b = _curve(df, model, method).sort_values("params_removed")
-            if len(b) < 2:
-                continue
-            bm, bs = mean_accuracy(b, ACCURACIES)
-            value = float(np.interp(p, b["params_removed"], bm))
-            se = float(np.interp(p, b["params_removed"], bs))
-            if best is None or value > best[1]:
-                best = (method, value, se)
-        if best is None:
+    fm, fs = mean_accuracy(fc, list(tasks))
+    tests = []  # (method, params removed, finercut, block, diff, se)
+    for method in BLOCK_METHODS:
+        b = _curve(df, model, method).sort_values("params_removed")
+        if len(b) < 2:
             continue
-        diff, se = m - best[1], math.hypot(s, best[2])
-        score.append(1 if diff > 2 * se else -1 if diff < -2 * se else 0)
-        parts.append(
-            f"{p:.1%} params: {m:.3f} vs {best[0]} {best[1]:.3f} ({diff:+.3f} +- {se:.3f})"
-        )
-    if not parts:
+        bm, bs = mean_accuracy(b, list(tasks))
+        for p, m, s in zip(fc["params_removed"], fm, fs, strict=True):
+            value = float(np.interp(p, b["params_removed"], bm))
+            se = math.hypot(s, float(np.interp(p, b["params_removed"], bs)))
+            tests.append((method, p, m, value, m - value, se))
+    if not tests:
         return "not run"
-    half = len(score) / 2
-    wins, losses = score.count(1), score.count(-1)
-    return _verdict(True if wins > half else False if losses > half else None, "; ".join(parts))
+    adjusted = holm([_z_p(t[4], t[5]) for t in tests])
+    parts, outcome = [], {}
+    for (method, p, m, value, diff, se), q in zip(tests, adjusted, strict=True):
+        sign = (1 if diff > 0 else -1) if q < alpha else 0
+        outcome.setdefault(method, []).append(sign)
+        parts.append(
+            f"{p:.1%} params: {m:.3f} vs {method} {value:.3f} ({diff:+.3f} +- {se:.3f}, p_holm {q:.2g})"
+        )
+    ahead = all(s.count(1) > len(s) / 2 for s in outcome.values())
+    behind = any(s.count(-1) > len(s) / 2 for s in outcome.values())
+    holds = True if ahead else False if behind else None
+    return verdict(holds, f"{len(tests)} comparisons; " + "; ".join(parts))
 
 
 CLAIMS: list[tuple[str, Callable]] = [
@@ -344,24 +376,73 @@ CLAIMS: list[tuple[str, Callable]] = [
 ]
 
 
-def claims_table(df: pd.DataFrame, models: list[str], scans: dict[str, dict[str, Scan]]) -> str:
-    """The claims x models markdown table, each cell the verdict and its numbers."""
-    lines = ["| claim | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+def informative_tasks(
+    df: pd.DataFrame, model: str, majority: dict[str, float], z: float = 2.0
+) -> tuple[list[str], list[str]]:
+    """The accuracy columns whose unpruned score beats both chance and the items' majority-class
+    rate by more than z stderr (the claims read these), and the rest with their numbers: on
+    the others a pruned model can score like the unpruned one by answering a constant."""
+    base = df[(df["model"] == model) & (df["fraction"] == 0)]
+    kept, excluded = [], []
+    for task in ACCURACIES:
+        if task not in base or base[task].isna().all():
+            continue
+        row = base.iloc[0]
+        name = task.rsplit("/", 1)[0]
+        floor = max(row.get(f"{name}/chance", 0.0), majority.get(name, 0.0))
+        if row[task] - floor > z * row[f"{task}_stderr"]:
+            kept.append(task)
+        else:
+            excluded.append(f"{name} ({row[task]:.3f} vs floor {floor:.3f})")
+    return kept, excluded
+
+
+def claims_table(
+    df: pd.DataFrame,
+    models: list[str],
+    scans: dict[str, dict[str, Scan]],
+    majority: dict[str, float] | None = None,
+) -> str:
+    """The claims x models markdown table, each cell the verdict, its sensitivity to the rule's
+    thresholds (``report/verdicts.judge``) and its numbers; then the rules. With ``majority``
+    (per task, the items' majority-class rate) the accuracy claims read only the tasks the
+    unpruned model answers above it (``informative_tasks``), and a cell whose verdict differs
+    with every task says so."""
+    titles = [m if model_title(m) == m else f"{model_title(m)} (`{m}`)" for m in models]
+    lines = ["| claim | " + " | ".join(titles) + " |", "|---" * (len(models) + 1) + "|"]
+    read = {m: informative_tasks(df, m, majority) if majority else (ACCURACIES, []) for m in models}
+    if majority:
+        cells = [
+            f"{len(read[m][0])} of 7; excluded: {', '.join(read[m][1]) or 'none'}" for m in models
+        ]
+        lines.append(
+            "| Tasks read (unpruned above chance and majority by > 2 stderr) | "
+            + " | ".join(cells)
+            + " |"
+        )
     for claim, check in CLAIMS:
         if check is None:
-            cells = [claim_deeper_most_similar(scans.get(m, {})) for m in models]
+            cells = [judge(claim_deeper_most_similar, scans.get(m, {})) for m in models]
         else:
-            cells = [check(df, m) for m in models]
+            cells = []
+            for m in models:
+                tasks = tuple(read[m][0])
+                reads_tasks = "tasks" in inspect.signature(check).parameters
+                cell = judge(check, df, m, **({"tasks": tasks} if reads_tasks else {}))
+                every = word(check(df, m))
+                if reads_tasks and tasks != tuple(ACCURACIES) and every not in (None, word(cell)):
+                    cell += f" (with every task: **{every}**)"
+                cells.append(cell)
         lines.append(f"| {claim} | " + " | ".join(cells) + " |")
     rules = [
-        f"- *{claim}*: {' '.join((check or claim_deeper_most_similar).__doc__.split())}"
-        for claim, check in CLAIMS
+        f"- *{claim}*: {rule_text(check or claim_deeper_most_similar)}" for claim, check in CLAIMS
     ]
     return (
         "\n".join(lines)
-        + "\n\nRules (stderr: lm-eval's, combined over tasks as sqrt(sum se^2)/k):\n\n"
-        + "\n".join(rules)
-        + "\n"
+        + "\n\nEach verdict is also read with every threshold of its rule at x0.75 and x1.25, "
+        "one at a time: *fragile* names the threshold that flips it. Rules (stderr: lm-eval's, "
+        "combined over tasks as sqrt(sum se^2)/k; differences between two jobs are unpaired, "
+        "because these jobs stored no per-item results):\n\n" + "\n".join(rules) + "\n"
     )
 
 
@@ -443,9 +524,14 @@ def load_scans(models: list[str]) -> dict[str, dict[str, Scan]]:
 
 
 def build_cross_family(
-    roots: list[Path], out: Path, scans: dict[str, dict[str, Scan]] | None = None
+    roots: list[Path],
+    out: Path,
+    scans: dict[str, dict[str, Scan]] | None = None,
+    majority: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Tables, figures and ``claims.md`` into ``out``; returns the rows the figures use."""
+    """Tables, figures and ``claims.md`` into ``out``; returns the rows the figures use.
+    ``majority``: per task, the evaluated items' majority-class rate (default: computed from
+    the jobs' benchmark settings without a model, ``evaluate/baselines``)."""
     build_report(roots, out, METRICS, title="cross-family")
     rows = pd.read_parquet(out / "all.parquet")
     df = variants(rows)
@@ -456,6 +542,10 @@ def build_cross_family(
     df = df.sort_values(
         ["model", "variant", "fraction"], key=lambda c: c.map(order) if c.name == "model" else c
     )
+    if majority is None:
+        majority = majority_rates(roots)
+    for task, rate in majority.items():  # drawn as a dotted line beside chance
+        df[f"{task}/majority"] = rate
     # per task: curves_<model>.png; side by side: Gromov's MMLU and BoolQ, the mean, C4 loss
     cols = [m for m in ("mmlu/acc", "boolq/acc", "mean/acc", "c4/loss") if m in df]
     blocks = df[df["variant"].isin(BLOCK_METHODS)]
@@ -484,8 +574,25 @@ def build_cross_family(
             },
             out / "heatmaps.png",
         )
-    (out / "claims.md").write_text(claims_table(df, models, scans))
+    (out / "claims.md").write_text(claims_table(df, models, scans, majority))
     return df
+
+
+def majority_rates(roots: list[Path]) -> dict[str, float]:
+    """Per task, the majority-class rate of the items the jobs under ``roots`` evaluated (their
+    benchmark settings, read from the first ``results.json``; the same items for every model)."""
+    from layerprune.evaluate.baselines import task_baselines
+    from layerprune.results import Results
+
+    files = [f for root in roots for f in sorted(Path(root).rglob("results.json"))]
+    if not files:
+        return {}
+    bench = Results.load(files[0]).config.get("benchmark")
+    if not bench or not bench.get("tasks"):
+        return {}
+    tasks = [(t["name"], t["num_fewshot"], t["limit"]) for t in bench["tasks"]]
+    rates = task_baselines(tasks, bench.get("data", "offline"))
+    return {name: r["majority"] for name, r in rates.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
