@@ -79,3 +79,12 @@ def test_kd_vs_ce_and_the_claims_follow_their_rules(study):
     assert "+0.100" in kd and "**does not hold**" in kd  # deeper 110 vs last 90 right
     # C4 rise removed: deeper 1 - (3.9 - 3) / (6 - 3) = 70%, last 1 - (8.5 - 3) / (9 - 3) = 8%
     assert "70% / 8%" in kd and kd.count("**does not hold**") == 2
+
+
+def test_healed_minus_unhealed_is_paired_per_arm(study):
+    _, out = study
+    pairs = (out / "pairs.md").read_text()
+    # deeper_layers: 80 right unhealed, 100 (CE) and 110 (KD) healed, on the same items
+    assert "| m | deeper_layers: CE-LoRA - unhealed | 1,000 | +0.1000" in pairs
+    assert "| m | deeper_layers: KD-LoRA - unhealed | 1,000 | +0.1500" in pairs
+    assert "| m | last_layers: KD-LoRA - unhealed | 1,000 | +0.0500" in pairs

@@ -8,9 +8,9 @@ the roots. Accuracy is the mean over the five tasks (ARC-E acc, ARC-C acc_norm, 
 WinoGrande acc, HellaSwag acc_norm); its retention is pruned / unpruned, with a paired
 bootstrap interval of the difference (items resampled within each task, the tasks weighed
 equally: ``stats.paired_mean``). Writes ``table.md`` / ``table.csv``, ``retention.png``,
-``c4_loss.png`` (log token axis; the unpruned and unhealed models as lines), ``pairs.md`` (KD
-vs CE at equal tokens, healed heuristic vs similarity, with Holm-adjusted p over the budgets)
-and ``claims.md`` (Gromov's two healing claims for this budget range, each verdict with its
+``c4_loss.png`` (log token axis; the unpruned and unhealed models as lines), ``pairs.md``
+(healed vs unhealed, KD vs CE at equal tokens, healed heuristic vs similarity, with
+Holm-adjusted p over the budgets) and ``claims.md`` (Gromov's two healing claims for this budget range, each verdict with its
 sensitivity to the threshold).
 """
 
@@ -97,9 +97,13 @@ def table(jobs: list[Job]) -> pd.DataFrame:
                 "retention": acc / base_acc,
                 "c4/loss": j.r.metrics.get("c4/loss"),
                 "wiki/ppl": j.r.metrics.get("wiki/ppl"),
+                # a run resumed from a snapshot timed only its own steps (none: no timing)
+                "resumed_from": (j.r.healing or {}).get("resumed_from", 0),
                 "heal_s": j.r.timings.get("heal_s", 0.0),
                 "tokens_per_s": (j.r.healing or {}).get("tokens_per_s", 0.0),
             }
+            if j.tokens and not row["tokens_per_s"]:
+                row["heal_s"] = row["tokens_per_s"] = float("nan")
             if j.method != "none":
                 d = paired_mean(base.r.items, j.r.items, TASKS)
                 row |= {
@@ -111,13 +115,27 @@ def table(jobs: list[Job]) -> pd.DataFrame:
 
 
 def pairs(jobs: list[Job]) -> list[dict]:
-    """KD - CE at equal tokens (per method), and healed deeper_layers - last_layers at equal
-    tokens (per healer), paired on the same items; Holm over each family's budgets."""
+    """Healed - unhealed at each budget (per method and healer: does healing recover
+    accuracy?), KD - CE at equal tokens (per method), and healed deeper_layers - last_layers at
+    equal tokens (per healer), paired on the same items; Holm over each family's budgets."""
     index = {(j.model, j.method, j.healer, j.tokens): j for j in jobs}
     out = []
     families = []
     for model in model_order(j.model for j in jobs):
         for method in ("deeper_layers", "last_layers"):
+            unhealed = index.get((model, method, "none", 0))
+            for healer in ("lora", "kd"):
+                fam = [
+                    {
+                        "model": model,
+                        "compare": f"{method}: {NAMES[healer]} - unhealed",
+                        "tokens": t,
+                        "d": paired_mean(unhealed.r.items, j.r.items, TASKS),
+                    }
+                    for (m, me, h, t), j in sorted(index.items())
+                    if unhealed is not None and (m, me, h) == (model, method, healer)
+                ]
+                families.append(fam)
             fam = []
             for (m, me, h, t), j in sorted(index.items()):
                 if (m, me, h) == (model, method, "kd") and (m, me, "lora", t) in index:
@@ -293,6 +311,7 @@ def build(roots: list[Path], out: Path) -> pd.DataFrame:
         "retention_high",
         "c4/loss",
         "wiki/ppl",
+        "resumed_from",
         "heal_s",
         "tokens_per_s",
     ]
