@@ -19,6 +19,7 @@ from layerprune.studies.cross_family import (
     claim_healing_smooths_loss,
     claim_similarity_beats_heuristic,
     claims_table,
+    job_items,
 )
 
 BLOCKS = 8
@@ -200,3 +201,86 @@ def test_cross_family_figures_put_the_models_side_by_side(tmp_path):
     )
     table = (out / "table.md").read_text()
     assert "mean_retention" in table and "finercut" in table
+
+
+def test_gaps_between_jobs_with_per_item_results_are_paired(tmp_path):
+    # deeper_layers answers the first 84 of 200 items of every task, last_layers the first 80:
+    # a 0.02 gap. Unpaired (lm-eval stderr 0.035 a task) it is within 2 stderr; paired, the
+    # two differ on 4 items a task only, so its stderr is sqrt(7 x 0.02 x 0.98 / 200) / 7
+    n, se = 200, 0.035
+    for name, method, fraction, right in (
+        ("u", "none", 0.0, 120),
+        ("d", "deeper_layers", 0.25, 84),
+        ("l", "last_layers", 0.25, 80),
+    ):
+        blocks = {"none": [], "deeper_layers": [2, 3], "last_layers": [5, 6]}[method]
+        metrics, items = {"c4/loss": 3.0}, {}
+        for task in ACCURACIES:
+            t, m = task.split("/")
+            metrics |= {task: right / n, f"{task}_stderr": se, f"{t}/chance": 0.25}
+            items[t] = {
+                "doc": [f"{t}:{i}" for i in range(n)],
+                m: [1.0 * (i < right) for i in range(n)],
+            }
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        Results(
+            config={"model": {"name": "a"}, "healing": {"name": "none"}, "experiment": "x"},
+            fraction=fraction,
+            plan={
+                "method": method,
+                "metric": None,
+                "num_candidates": BLOCKS,
+                "removed_blocks": blocks,
+                "removed_attention": [],
+                "removed_mlp": [],
+            },
+            params={"before": 100, "after": 100 - 10 * len(blocks)},
+            metrics=metrics,
+            timings={},
+            items=items,
+        ).write(folder / "results.json")
+    df = build_cross_family([tmp_path / "runs"], tmp_path / "out", {}, {})
+    text = claim_similarity_beats_heuristic(df, "a")
+    assert text.startswith("**holds**") and "0.25: +0.020 +- 0.00" in text and "paired" in text
+    se_paired = float(text.split("+- ")[1].split()[0])
+    assert abs(se_paired - (7 * 0.02 * 0.98 / n) ** 0.5 / 7) < 0.001
+    # the same jobs without their items: unpaired, 0.02 against 2 x 0.0187, cannot tell
+    for name in ("d", "l"):
+        path = tmp_path / "runs" / name / "results.json"
+        r = Results.load(path)
+        r.items = {}
+        r.write(path)
+    job_items.cache_clear()
+    df = build_cross_family([tmp_path / "runs"], tmp_path / "out2", {}, {})
+    text = claim_similarity_beats_heuristic(df, "a")
+    assert text.startswith("**cannot tell**") and "+0.020 +- 0.019" in text
+    assert "paired" not in text
+
+
+def test_rescored_items_are_copied_only_into_the_same_model_scored_alike(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "add_items", Path(__file__).parents[1] / "experiments/cross_family/add_items.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    for store in ("store", "rescored"):
+        for i, row in enumerate(ROWS[:3]):
+            write_result(tmp_path / store / f"j{i}", "a", *row)
+    items = {"arc_easy": {"doc": ["arc_easy:0"], "acc": [1.0]}}
+    for i in range(3):
+        path = tmp_path / "rescored" / f"j{i}" / "results.json"
+        r = Results.load(path)
+        r.items = items
+        if i == 2:  # scored differently: one accuracy moved
+            r.metrics["piqa/acc"] += 0.005
+        r.write(path)
+    copied, refused = mod.add_items(tmp_path / "rescored", tmp_path / "store")
+    assert copied == 2 and len(refused) == 1 and "piqa/acc" in refused[0]
+    stored = [Results.load(tmp_path / "store" / f"j{i}" / "results.json") for i in range(3)]
+    assert [s.items for s in stored] == [items, items, {}]
+    assert stored[0].metrics == Results.load(tmp_path / "rescored/j0/results.json").metrics

@@ -56,6 +56,7 @@ def row(r: Results, folder: Path | None = None) -> dict:
         **_round_spread(r.speed),
         **_baselines(r),
         **{f"time/{k}": v for k, v in r.timings.items()},
+        "job": folder.name if folder else "",  # the run store's id: finds its results.json
         "path": str(folder) if folder else "",
     }
 

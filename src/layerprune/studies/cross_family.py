@@ -15,10 +15,12 @@ the numbers behind its verdict and the rule that gave it.
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -33,8 +35,9 @@ from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
 from layerprune.report.style import model_title  # noqa: E402
 from layerprune.report.sublayers import draw_removed_map  # noqa: E402
 from layerprune.report.verdicts import judge, rule_text, verdict, word  # noqa: E402
+from layerprune.results import Results  # noqa: E402
 from layerprune.scan.residual import Scan  # noqa: E402
-from layerprune.stats import holm  # noqa: E402
+from layerprune.stats import holm, paired_mean  # noqa: E402
 from layerprune.studies.calibration_size import choices  # noqa: E402
 
 ACCURACIES = [
@@ -188,25 +191,45 @@ def claim_collapse(
     return verdict(True, evidence + f", collapse (at chance) from {_frac(at_chance[0])}")
 
 
+class Gap(NamedTuple):
+    diff: float  # mean accuracy of a - b
+    se: float  # its standard error
+    same: bool  # the two removed the same blocks: one model, the gap says nothing
+    paired: bool  # se from a paired bootstrap on the same items (else the two stderrs added)
+
+
+@functools.cache
+def job_items(folder: str) -> dict[str, dict[str, list]]:
+    """The per-item results stored in a job folder's ``results.json`` ({} without them)."""
+    path = Path(folder) / "results.json"
+    return Results.load(path).items if folder and path.exists() else {}
+
+
 def _gap(
     df: pd.DataFrame, model: str, a: str, b: str, f: float, tasks=tuple(ACCURACIES)
-) -> tuple[float, float, bool] | None:
-    """Mean accuracy of variant a - variant b at fraction f, its stderr, and whether the two
-    removed the same blocks (then they are one model and the gap says nothing). Unpaired: the
-    committed jobs have no per-item results (``results.json`` v1), so the two stderrs add as
-    if the items differed, which overstates the stderr of a difference on the same items."""
+) -> Gap | None:
+    """Mean accuracy of variant a - variant b at fraction f and its stderr. Paired when both
+    jobs stored per-item results for every task read: the two were scored on the same items,
+    so the stderr is that of the per-item differences (``stats.paired_mean``, a bootstrap 95%
+    interval / 3.92). Otherwise unpaired: the two stderrs add as if the items differed, which
+    overstates the stderr of a difference on the same items."""
     ra, rb = _curve(df, model, a), _curve(df, model, b)
     ra, rb = ra[np.isclose(ra["fraction"], f)], rb[np.isclose(rb["fraction"], f)]
     if ra.empty or rb.empty:
         return None
     (ma, sa), (mb, sb) = (tuple(x.iloc[0] for x in mean_accuracy(r, list(tasks))) for r in (ra, rb))
-    same = "ids/blocks" in ra and ra["ids/blocks"].iloc[0] == rb["ids/blocks"].iloc[0]
-    return ma - mb, math.hypot(sa, sb), bool(same)
+    same = bool("ids/blocks" in ra and ra["ids/blocks"].iloc[0] == rb["ids/blocks"].iloc[0])
+    metrics = dict(t.split("/", 1) for t in tasks)
+    items = [job_items(str(r["path"].iloc[0])) if "path" in r else {} for r in (ra, rb)]
+    if all(task in i for i in items for task in metrics):
+        d = paired_mean(items[1], items[0], metrics)  # B - A = a - b
+        return Gap(d.diff, (d.high - d.low) / (2 * 1.959964), same, True)
+    return Gap(ma - mb, math.hypot(sa, sb), same, False)
 
 
-def _gap_text(gap: tuple[float, float, bool]) -> str:
-    d, s, same = gap
-    return f"{d:+.3f} +- {s:.3f}" + (" (same blocks)" if same else "")
+def _gap_text(gap: Gap) -> str:
+    text = f"{gap.diff:+.3f} +- {gap.se:.3f}" + (" paired" if gap.paired else "")
+    return text + (" (same blocks)" if gap.same else "")
 
 
 def claim_similarity_beats_heuristic(
@@ -228,7 +251,7 @@ def claim_similarity_beats_heuristic(
     ev = "mean accuracy deeper_layers - last_layers: " + ", ".join(
         f"{_frac(f)}: {_gap_text(g)}" for f, g in gaps
     )
-    differ = [(d, s) for _, (d, s, same) in gaps if not same]
+    differ = [(g.diff, g.se) for _, g in gaps if not g.same]
     if not differ:
         return verdict(None, ev + "; the two chose the same blocks at every fraction")
     wins = sum(d > z * s for d, s in differ)
@@ -534,6 +557,9 @@ def build_cross_family(
     the jobs' benchmark settings without a model, ``evaluate/baselines``)."""
     build_report(roots, out, METRICS, title="cross-family")
     rows = pd.read_parquet(out / "all.parquet")
+    folders = {f.parent.name: str(f.parent) for r in roots for f in Path(r).rglob("results.json")}
+    if "job" in rows:  # where each job's per-item results are, for the paired gaps
+        rows["path"] = rows["job"].map(folders).fillna("")
     df = variants(rows)
     present = set(rows["model"])  # with only an unpruned row a model still gets its scan claim
     models = [m for m in ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b") if m in present]
@@ -582,7 +608,6 @@ def majority_rates(roots: list[Path]) -> dict[str, float]:
     """Per task, the majority-class rate of the items the jobs under ``roots`` evaluated (their
     benchmark settings, read from the first ``results.json``; the same items for every model)."""
     from layerprune.evaluate.baselines import task_baselines
-    from layerprune.results import Results
 
     files = [f for root in roots for f in sorted(Path(root).rglob("results.json"))]
     if not files:

@@ -1,0 +1,72 @@
+"""Copy per-item results from rescored jobs into the stored cross-family jobs they repeat.
+
+    python experiments/cross_family/add_items.py RESCORED_RUNS [--store experiments/cross_family/runs]
+
+The stored jobs predate per-item logging, so the claims compare them unpaired. A job re-run
+into another store (same experiment and model, ``speed=none``) logs its items; it repeats a
+stored job when model, method, fraction, the removed blocks / attention / MLP and the healing
+agree. Its items are copied only when every accuracy of the two agrees to 1e-9 (the same
+model scored on the same items the same way), so no stored number changes, only its items.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from layerprune.results import Results
+
+TOLERANCE = 1e-9
+
+
+def key(r: Results) -> tuple:
+    """What makes two jobs the same model on the same items."""
+    plan, healing = r.plan, r.healing or {}
+    return (
+        r.config["model"]["name"],
+        r.config.get("benchmark", {}).get("name"),
+        plan["method"],
+        round(r.fraction, 6),
+        *(tuple(plan[f"removed_{k}"]) for k in ("blocks", "attention", "mlp")),
+        healing.get("method", "none"),
+        healing.get("tokens", 0),
+    )
+
+
+def accuracies(r: Results) -> dict[str, float]:
+    return {k: v for k, v in r.metrics.items() if k.endswith(("/acc", "/acc_norm"))}
+
+
+def add_items(rescored: Path, store: Path) -> tuple[int, list[str]]:
+    """Copy items job by job; returns how many were copied and what was refused, and why."""
+    new = {key(r): r for r in map(Results.load, sorted(rescored.rglob("results.json"))) if r.items}
+    copied, refused = 0, []
+    for path in sorted(store.rglob("results.json")):
+        old = Results.load(path)
+        match = new.get(key(old))
+        if match is None or old.items:
+            continue
+        a, b = accuracies(old), accuracies(match)
+        off = {k: (a[k], b.get(k)) for k in a if b.get(k) is None or abs(a[k] - b[k]) > TOLERANCE}
+        if off:
+            refused.append(f"{path.parent.name} {key(old)[:4]}: {off}")
+            continue
+        old.items = match.items
+        old.write(path)
+        copied += 1
+    return copied, refused
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("rescored", type=Path, help="a run store of re-run jobs")
+    p.add_argument("--store", type=Path, default=Path("experiments/cross_family/runs"))
+    args = p.parse_args()
+    copied, refused = add_items(args.rescored, args.store)
+    print(f"items copied into {copied} stored jobs")
+    for line in refused:
+        print("refused (accuracies differ):", line)
+
+
+if __name__ == "__main__":
+    main()
