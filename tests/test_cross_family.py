@@ -3,6 +3,7 @@ figures put the models side by side."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from layerprune.report.verdicts import judge, rule_text, thresholds
@@ -284,3 +285,13 @@ def test_rescored_items_are_copied_only_into_the_same_model_scored_alike(tmp_pat
     stored = [Results.load(tmp_path / "store" / f"j{i}" / "results.json") for i in range(3)]
     assert [s.items for s in stored] == [items, items, {}]
     assert stored[0].metrics == Results.load(tmp_path / "rescored/j0/results.json").metrics
+
+
+def test_retention_has_a_band_and_the_floors_of_chance_and_a_constant_answer(tmp_path):
+    df = report(tmp_path)  # every task: chance 0.25, stderr 0.01; BoolQ's majority 0.65
+    row = df[(df["variant"] == "deeper_layers") & (df["fraction"] == 0.25)].iloc[0]
+    # retention of each task is acc / 0.60; its stderr 0.01 / 0.60, seven tasks as independent
+    assert row["mean_retention_stderr"] == pytest.approx(0.01 / 0.60 / 7**0.5)
+    assert row["mean_retention/chance"] == pytest.approx(0.25 / 0.60)
+    # answering BoolQ's majority answer keeps 0.65 / 0.60 of it; the six others at chance
+    assert row["mean_retention/majority"] == pytest.approx((6 * 0.25 + 0.65) / 0.60 / 7)

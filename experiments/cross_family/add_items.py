@@ -5,8 +5,10 @@
 The stored jobs predate per-item logging, so the claims compare them unpaired. A job re-run
 into another store (same experiment and model, ``speed=none``) logs its items; it repeats a
 stored job when model, method, fraction, the removed blocks / attention / MLP and the healing
-agree. Its items are copied only when every accuracy of the two agrees to 1e-9 (the same
+agree. Its items are copied only when every accuracy the two share agrees to 1e-9 (the same
 model scored on the same items the same way), so no stored number changes, only its items.
+A re-run may score fewer tasks (the claims pair only the tasks both jobs have items for; a
+task without items leaves that comparison unpaired).
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def add_items(rescored: Path, store: Path) -> tuple[int, list[str]]:
         if match is None or old.items:
             continue
         a, b = accuracies(old), accuracies(match)
-        off = {k: (a[k], b.get(k)) for k in a if b.get(k) is None or abs(a[k] - b[k]) > TOLERANCE}
-        if off:
+        off = {k: (a[k], b[k]) for k in a if k in b and abs(a[k] - b[k]) > TOLERANCE}
+        if off or not set(a) & set(b):
             refused.append(f"{path.parent.name} {key(old)[:4]}: {off}")
             continue
         old.items = match.items

@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from layerprune.report.curves import plot_bars, plot_curves
@@ -75,6 +76,16 @@ def add_retention(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         if not m.endswith(LOWER_IS_BETTER):
             accuracies.append(col)
     df["mean_retention"] = df[accuracies].mean(axis=1) if accuracies else float("nan")
+    kept = [m for m in metrics if not m.endswith(LOWER_IS_BETTER) and m in base]
+    if kept and all(f"{m}_stderr" in df for m in kept):
+        # the job's own stderr over the unpruned value (a model's unpruned score scales all
+        # of its points alike, so its uncertainty is left out): the band of retention.png
+        ratios = [df[f"{m}_stderr"] / df["model"].map(base[m]) for m in kept]
+        df["mean_retention_stderr"] = np.sqrt(sum(r**2 for r in ratios)) / len(kept)
+    chance = [f"{m.rsplit('/', 1)[0]}/chance" for m in kept]
+    if kept and all(c in df for c in chance):  # the retention of answering at random
+        parts = [df[c] / df["model"].map(base[m]) for c, m in zip(chance, kept, strict=True)]
+        df["mean_retention/chance"] = sum(parts) / len(kept)
     return df
 
 

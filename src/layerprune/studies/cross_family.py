@@ -572,6 +572,8 @@ def build_cross_family(
         majority = majority_rates(roots)
     for task, rate in majority.items():  # drawn as a dotted line beside chance
         df[f"{task}/majority"] = rate
+    if majority and "mean_retention" in df:
+        df["mean_retention/majority"] = retention_floor(df, majority)
     # per task: curves_<model>.png; side by side: Gromov's MMLU and BoolQ, the mean, C4 loss
     cols = [m for m in ("mmlu/acc", "boolq/acc", "mean/acc", "c4/loss") if m in df]
     blocks = df[df["variant"].isin(BLOCK_METHODS)]
@@ -602,6 +604,20 @@ def build_cross_family(
         )
     (out / "claims.md").write_text(claims_table(df, models, scans, majority))
     return df
+
+
+def retention_floor(df: pd.DataFrame, majority: dict[str, float]) -> pd.Series:
+    """Per row, the mean retention of a model that answers every task with its items' majority
+    answer (at least chance): the floor a pruned model that has stopped reading the question
+    sits on, drawn under the retention curves."""
+    tasks = [t for t in ACCURACIES if t in df]
+    base = df[df["fraction"] == 0].groupby("model")[tasks].mean()
+    parts = []
+    for t in tasks:
+        name = t.rsplit("/", 1)[0]
+        floor = np.maximum(df[f"{name}/chance"], majority.get(name, 0.0))
+        parts.append(floor / df["model"].map(base[t]))
+    return sum(parts) / len(parts)
 
 
 def majority_rates(roots: list[Path]) -> dict[str, float]:
