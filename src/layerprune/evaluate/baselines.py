@@ -16,8 +16,11 @@ from pathlib import Path
 
 from lm_eval.api.model import LM
 
+from layerprune.errors import LayerpruneError
 from layerprune.evaluate.harness import _flatten, _items, task_manager
 from layerprune.stats import majority
+
+ONLY_MULTIPLE_CHOICE = "task baselines (chance, majority) exist for multiple-choice tasks only"
 
 
 class ConstantLM(LM):
@@ -26,11 +29,12 @@ class ConstantLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         return [(0.0, False) for _ in requests]
 
+    # a majority-class rate exists only for multiple-choice tasks: anything else is refused
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError("ConstantLM scores multiple-choice tasks only")
+        raise LayerpruneError(ONLY_MULTIPLE_CHOICE)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError("ConstantLM scores multiple-choice tasks only")
+        raise LayerpruneError(ONLY_MULTIPLE_CHOICE)
 
 
 def task_baselines(
