@@ -272,11 +272,12 @@ def test_curves_are_a_grid_in_the_project_colours_with_baselines_and_a_caption(
     caption = " ".join(t.get_text() for t in fig.texts).replace("\n", " ")
     assert style.BAND in caption and "majority" in caption and "chance" in caption
 
-    # per model: each model its own row(s), in the papers' order; 4 metrics fit one row
+    # per model: each model its own row(s), in the papers' order, titled with what the model
+    # is (its conf/model title), not its config name; 4 metrics fit one row
     both = pd.concat([df.assign(model="qwen2.5-0.5b"), df.assign(model="smollm2-135m")])
     plot_curves(both, [f"{t}/acc" for t in tasks[:4]], tmp_path / "m.png", "variant", rows="model")
     shown = [ax for ax in figures[-1].axes if ax.get_visible()]
     assert len(shown) == 8 and [ax.get_title() for ax in shown[::4]] == [
-        "smollm2-135m",
-        "qwen2.5-0.5b",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+        "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, dequantised)",
     ]

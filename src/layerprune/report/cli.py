@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from layerprune.report import style
 from layerprune.report.curves import plot_bars, plot_curves
 from layerprune.report.table import load_results
 
@@ -142,7 +143,10 @@ def build_report(
         # the unpruned model starts every variant's curve at fraction 0
         curves = pd.concat([pruned] + [base.assign(variant=v) for v in pruned["variant"].unique()])
         suffix = "" if df["model"].nunique() == 1 else f"_{model}"
-        heading = f"{title} ({model})" if title else str(model)
+        what = style.model_title(
+            str(model), str(group["title"].iloc[0]) if "title" in group else ""
+        )
+        heading = f"{title}: {what}" if title else what
         if pruned["fraction"].nunique() > 1:
             plot_curves(
                 curves, metrics, out / f"curves{suffix}.png", by="variant", title=heading, x=x

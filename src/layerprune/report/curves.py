@@ -56,8 +56,9 @@ def plot_curves(
         ax = axes[r, c]
         drawn.add((r, c))
         caption += _draw_curves(ax, part, metric, by, x, styles)
-        if rows:
-            ax.set_title(str(name), fontsize=9)
+        if rows:  # a model row says what the model is, not its config name
+            label = style.model_title(str(name)) if rows == "model" else str(name)
+            ax.set_title(label, fontsize=9)
         if (r, c) == cells[len(metrics) * g if len(metrics) > 1 else 0]:
             ax.legend(fontsize=8)  # the first panel of each group (the lines are the same)
     for r, c in {(r, c) for r in range(nrows) for c in range(ncols)} - drawn:

@@ -464,8 +464,10 @@ def claims_table(
         "\n".join(lines)
         + "\n\nEach verdict is also read with every threshold of its rule at x0.75 and x1.25, "
         "one at a time: *fragile* names the threshold that flips it. Rules (stderr: lm-eval's, "
-        "combined over tasks as sqrt(sum se^2)/k; differences between two jobs are unpaired, "
-        "because these jobs stored no per-item results):\n\n" + "\n".join(rules) + "\n"
+        "combined over tasks as sqrt(sum se^2)/k; a difference between two jobs is *paired* "
+        "where both stored per-item results for every task read (a bootstrap over the "
+        "per-item differences on the same items, marked 'paired'), else unpaired, the two "
+        "stderrs added):\n\n" + "\n".join(rules) + "\n"
     )
 
 
