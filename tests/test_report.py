@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from layerprune.errors import LayerpruneError
@@ -281,3 +282,49 @@ def test_curves_are_a_grid_in_the_project_colours_with_baselines_and_a_caption(
         "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
         "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, dequantised)",
     ]
+
+
+def test_pairs_table_is_pruned_minus_unpruned_item_by_item(tmp_path):
+    """pairs.md: each pruned job against its unpruned model on the same items, McNemar's
+    exact p per task and Holm over the model's tests; jobs without items get no row."""
+    from scipy.stats import binomtest
+
+    from layerprune.stats import holm
+
+    def with_items(folder, correct: dict[str, list[int]]):
+        path = folder / "results.json"
+        r = Results.load(path)
+        r.items = {
+            task: {
+                "doc": [f"{task}:{i}" for i in range(len(c))],
+                "target": [0] * len(c),
+                "pred": [0 if x else 1 for x in c],
+                "acc": [float(x) for x in c],
+            }
+            for task, c in correct.items()
+        }
+        r.metrics |= {f"{task}/acc": sum(c) / len(c) for task, c in correct.items()}
+        r.write(path)
+
+    runs = tmp_path / "runs"
+    fake_result(runs / "0", "none", 0.0, 0.6)
+    fake_result(runs / "1", "last_layers", 0.2, 0.5)
+    fake_result(runs / "2", "last_layers", 0.4, 0.3)  # no items: no row
+    base = [1] * 12 + [0] * 8
+    pruned = [0] * 9 + [1] * 3 + [0] * 6 + [1] * 2  # 9 lost, 2 gained
+    with_items(runs / "0", {"arc_easy": base, "piqa": base})
+    with_items(runs / "1", {"arc_easy": pruned, "piqa": base})
+    build_report([runs], tmp_path / "out", ["arc_easy/acc", "piqa/acc"])
+    pairs = pd.read_csv(tmp_path / "out" / "pairs.csv")
+    assert set(pairs["fraction"]) == {0.2}
+    rows = pairs.set_index("task")
+    arc = rows.loc["arc_easy/acc"]
+    assert arc["n"] == 20 and arc["diff"] == pytest.approx((2 - 9) / 20)
+    p_arc = binomtest(2, 11, 0.5).pvalue
+    assert arc["p"] == pytest.approx(p_arc)
+    assert rows.loc["piqa/acc", "diff"] == 0 and rows.loc["piqa/acc", "p"] == 1
+    assert list(rows.loc[["arc_easy/acc", "piqa/acc"], "p_holm"]) == pytest.approx(holm([p_arc, 1]))
+    assert (rows.loc[["arc_easy/acc", "piqa/acc"], "tests"] == 2).all()
+    assert rows.loc["mean", "diff"] == pytest.approx(-7 / 40)
+    assert rows.loc["mean", "low"] < rows.loc["mean", "diff"] < rows.loc["mean", "high"]
+    assert "McNemar" in (tmp_path / "out" / "pairs.md").read_text()

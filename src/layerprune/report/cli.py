@@ -21,6 +21,7 @@ import pandas as pd
 
 from layerprune.report import style
 from layerprune.report.curves import plot_bars, plot_curves
+from layerprune.report.pairs import paired_table
 from layerprune.report.table import load_results
 
 DEFAULT_METRICS = [
@@ -90,6 +91,22 @@ def add_retention(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     return df
 
 
+def write_pairs(df: pd.DataFrame, metrics: list[str], out: Path) -> None:
+    """``pairs.md`` / ``pairs.csv``: every pruned job - its unpruned model on the same items
+    (``report/pairs.py``), where the jobs stored per-item results."""
+    pairs = paired_table(df, metrics)
+    if pairs.empty:
+        return
+    pairs.to_csv(out / "pairs.csv", index=False)
+    head = (
+        "Pruned - unpruned, item by item on the items both jobs scored: the mean difference, "
+        "its paired bootstrap 95% interval [low, high], McNemar's exact p per task (a "
+        "bootstrap p for the mean), and Holm's adjusted p over the `tests` per-task tests of "
+        "the model in this table.\n\n"
+    )
+    (out / "pairs.md").write_text(head + pairs.to_markdown(index=False, floatfmt=".4f") + "\n")
+
+
 def build_report(
     roots: list[Path],
     out: Path,
@@ -133,6 +150,7 @@ def build_report(
     table.to_csv(out / "table.csv", index=False)
     df.drop(columns=["path"]).to_parquet(out / "all.parquet", index=False)
     (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".4f") + "\n")
+    write_pairs(df, metrics, out)
 
     unpruned = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] == 0
     for model, group in df.groupby("model"):
