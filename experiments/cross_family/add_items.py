@@ -40,22 +40,31 @@ def accuracies(r: Results) -> dict[str, float]:
 
 
 def add_items(rescored: Path, store: Path) -> tuple[int, list[str]]:
-    """Copy items job by job; returns how many were copied and what was refused, and why."""
-    new = {key(r): r for r in map(Results.load, sorted(rescored.rglob("results.json"))) if r.items}
+    """Copy items job by job, task by task (a job already holding a task's items keeps them;
+    re-runs on different task sets, e.g. the five 0-shot tasks and then BoolQ, add up);
+    returns how many stored jobs gained items and what was refused, and why."""
+    new: dict[tuple, list[Results]] = {}
+    for r in map(Results.load, sorted(rescored.rglob("results.json"))):
+        if r.items:
+            new.setdefault(key(r), []).append(r)
     copied, refused = 0, []
     for path in sorted(store.rglob("results.json")):
         old = Results.load(path)
-        match = new.get(key(old))
-        if match is None or old.items:
-            continue
-        a, b = accuracies(old), accuracies(match)
-        off = {k: (a[k], b[k]) for k in a if k in b and abs(a[k] - b[k]) > TOLERANCE}
-        if off or not set(a) & set(b):
-            refused.append(f"{path.parent.name} {key(old)[:4]}: {off}")
-            continue
-        old.items = match.items
-        old.write(path)
-        copied += 1
+        gained = False
+        for match in new.get(key(old), []):
+            tasks = {t: v for t, v in match.items.items() if t not in old.items}
+            if not tasks:
+                continue
+            a, b = accuracies(old), accuracies(match)
+            off = {k: (a[k], b[k]) for k in a if k in b and abs(a[k] - b[k]) > TOLERANCE}
+            if off or not set(a) & set(b):
+                refused.append(f"{path.parent.name} {key(old)[:4]}: {off}")
+                continue
+            old.items = {**old.items, **tasks}
+            gained = True
+        if gained:
+            old.write(path)
+            copied += 1
     return copied, refused
 
 

@@ -10,17 +10,23 @@ MODEL=${1:?model name: smollm2-135m, gemma3-270m or qwen2.5-0.5b}
 shift
 STEPS=${*:-unpruned blocks healing shortgpt}  # Gemma3: add healing38
 OUT=outputs/cross_family_items
-TASKS="benchmark.tasks=[{name:arc_easy,num_fewshot:0,limit:200},{name:arc_challenge,num_fewshot:0,limit:200},{name:piqa,num_fewshot:0,limit:200},{name:winogrande,num_fewshot:0,limit:200},{name:hellaswag,num_fewshot:0,limit:200}]"
-run() { .venv/bin/layerprune "$@" model="$MODEL" store_dir="$OUT/runs" speed=none "$TASKS"; }
+# ITEMS_TASKS=boolq re-runs BoolQ alone (its constant answers; add_items.py adds its items
+# to the jobs' others)
+case ${ITEMS_TASKS:-five} in
+  five) TASKS="benchmark.tasks=[{name:arc_easy,num_fewshot:0,limit:200},{name:arc_challenge,num_fewshot:0,limit:200},{name:piqa,num_fewshot:0,limit:200},{name:winogrande,num_fewshot:0,limit:200},{name:hellaswag,num_fewshot:0,limit:200}]" ;;
+  boolq) TASKS="benchmark.tasks=[{name:boolq,num_fewshot:0,limit:200}]"; EXTRA="benchmark.perplexity=[]" ;;
+  *) echo "ITEMS_TASKS: five or boolq" >&2; exit 2 ;;
+esac
+run() { .venv/bin/layerprune "$@" model="$MODEL" store_dir="$OUT/runs" speed=none "$TASKS" ${EXTRA:-}; }
 for step in $STEPS; do
   case $step in
-    unpruned) run experiment=cross_family pruning_method=none fraction=0 hydra.run.dir="$OUT/$MODEL/unpruned" ;;
-    blocks) run -m experiment=cross_family pruning_method=deeper_layers,last_layers hydra.sweep.dir="$OUT/$MODEL/blocks" ;;
-    healing) run -m experiment=cross_family_healing hydra.sweep.dir="$OUT/$MODEL/healing" ;;
+    unpruned) run experiment=cross_family pruning_method=none fraction=0 hydra.run.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/unpruned" ;;
+    blocks) run -m experiment=cross_family pruning_method=deeper_layers,last_layers hydra.sweep.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/blocks" ;;
+    healing) run -m experiment=cross_family_healing hydra.sweep.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/healing" ;;
     healing38) # Gemma3 only (run_all.sh): at 1/4 and 1/2 its two methods remove the same blocks
-      run -m experiment=cross_family_healing fraction=0.375 hydra.sweep.dir="$OUT/$MODEL/healing38" ;;
-    shortgpt) run -m experiment=cross_family pruning_method=shortgpt hydra.sweep.dir="$OUT/$MODEL/shortgpt" ;;
-    finercut) run -m experiment=cross_family_finercut hydra.sweep.dir="$OUT/$MODEL/finercut" ;;
+      run -m experiment=cross_family_healing fraction=0.375 hydra.sweep.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/healing38" ;;
+    shortgpt) run -m experiment=cross_family pruning_method=shortgpt hydra.sweep.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/shortgpt" ;;
+    finercut) run -m experiment=cross_family_finercut hydra.sweep.dir="$OUT/$MODEL/${ITEMS_TASKS:-five}/finercut" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
