@@ -286,6 +286,18 @@ def test_rescored_items_are_copied_only_into_the_same_model_scored_alike(tmp_pat
     assert [s.items for s in stored] == [items, items, {}]
     assert stored[0].metrics == Results.load(tmp_path / "rescored/j0/results.json").metrics
 
+    # a second re-run on another task (BoolQ alone) adds its items beside the first's
+    write_result(tmp_path / "boolq" / "j0", "a", *ROWS[0])
+    path = tmp_path / "boolq" / "j0" / "results.json"
+    r = Results.load(path)
+    boolq = {"doc": ["boolq:0"], "acc": [0.0]}
+    r.items = {"boolq": boolq, "arc_easy": {"doc": ["arc_easy:0"], "acc": [0.0]}}
+    r.write(path)
+    copied, refused = mod.add_items(tmp_path / "boolq", tmp_path / "store")
+    assert copied == 1 and not refused
+    stored = Results.load(tmp_path / "store" / "j0" / "results.json")
+    assert stored.items == {**items, "boolq": boolq}  # arc_easy's items already there stay
+
 
 def test_retention_has_a_band_and_the_floors_of_chance_and_a_constant_answer(tmp_path):
     df = report(tmp_path)  # every task: chance 0.25, stderr 0.01; BoolQ's majority 0.65
