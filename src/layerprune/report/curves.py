@@ -78,7 +78,7 @@ def plot_curves(
         fig.suptitle(title)
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
-    fig.savefig(Path(path).with_suffix(".pdf"))
+    fig.savefig(Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
     return Path(path)
 
@@ -166,6 +166,6 @@ def plot_bars(
     fig.suptitle(title or f"fraction {pruned['fraction'].iloc[0]}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    fig.savefig(Path(path).with_suffix(".pdf"))
+    fig.savefig(Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
     return Path(path)

@@ -119,5 +119,5 @@ def plot_measured_vs_ideal(df: pd.DataFrame, path: Path) -> None:
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    fig.savefig(Path(path).with_suffix(".pdf"))
+    fig.savefig(Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)

@@ -91,7 +91,7 @@ def plot_agreement(df: pd.DataFrame, path: Path, title: str = "") -> Path:
     draw_agreement(ax, df, title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    fig.savefig(Path(path).with_suffix(".pdf"))
+    fig.savefig(Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
     return Path(path)
 

@@ -523,7 +523,7 @@ def plot_calibration_sizes(out: Path, path: Path) -> Path | None:
 
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=120)
-    fig.savefig(Path(path).with_suffix(".pdf"))
+    fig.savefig(Path(path).with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
     return Path(path)
 

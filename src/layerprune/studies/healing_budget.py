@@ -289,7 +289,7 @@ def plot(df: pd.DataFrame, metric: str, path: Path, ylabel: str) -> None:
     fig.text(0.01, 0.005, note if metric == "retention" else "", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=130)
-    fig.savefig(path.with_suffix(".pdf"))
+    fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
 
 
