@@ -436,7 +436,9 @@ def claims_table(
     read = {m: informative_tasks(df, m, majority) if majority else (ACCURACIES, []) for m in models}
     if majority:
         cells = [
-            f"{len(read[m][0])} of 7; excluded: {', '.join(read[m][1]) or 'none'}" for m in models
+            f"{len(read[m][0])} of {len(read[m][0]) + len(read[m][1])}; excluded: "
+            f"{', '.join(read[m][1]) or 'none'}"
+            for m in models
         ]
         lines.append(
             "| Tasks read (unpruned above chance and majority by > 2 stderr) | "
