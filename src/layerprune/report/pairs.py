@@ -10,20 +10,20 @@ logging have no items and get no row.
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pandas as pd
 
 from layerprune.results import Results
 from layerprune.stats import holm, paired, paired_mean
 
 
-def _items(path: str) -> dict:
-    if not path:
-        return {}
-    file = f"{path}/results.json"
-    try:
-        return Results.load(file).items or {}
-    except FileNotFoundError:
-        return {}
+@functools.cache
+def job_items(folder: str) -> dict[str, dict[str, list]]:
+    """The per-item results stored in a job folder's ``results.json`` ({} without them)."""
+    path = Path(folder) / "results.json"
+    return Results.load(path).items if folder and path.exists() else {}
 
 
 def paired_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -31,17 +31,17 @@ def paired_table(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     unpruned on the items both jobs scored, per task of ``metrics`` ("task/metric") and for
     their mean ("mean"). Empty without an unpruned job with items."""
     accuracy = {m.split("/")[0]: m.split("/")[1] for m in metrics if "/" in m}
-    removed = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"]
-    healed = df["healing"].fillna("none") != "none" if "healing" in df else removed < 0
+    removed = df["removed_blocks"] + df["removed_attention"] + df["removed_mlp"] > 0
+    healed = df.get("healing", pd.Series("none", index=df.index)).fillna("none") != "none"
+    df = df.assign(_base=~removed & ~healed)
     rows = []
     for model, group in df.groupby("model", sort=False):
-        bases = group[(removed[group.index] == 0) & ~healed[group.index]]
-        base = next((i for p in bases.get("path", []) if (i := _items(p))), {})
+        base = next((i for p in group[group["_base"]].get("path", []) if (i := job_items(p))), {})
         if not base:
             continue
         tests = []
-        for _, job in group[(removed[group.index] > 0) | healed[group.index]].iterrows():
-            items = _items(job.get("path", ""))
+        for _, job in group[~group["_base"]].iterrows():
+            items = job_items(job.get("path", ""))
             tasks = {t: m for t, m in accuracy.items() if t in items and t in base}
             if not tasks:
                 continue

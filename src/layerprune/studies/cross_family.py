@@ -15,7 +15,6 @@ the numbers behind its verdict and the rule that gave it.
 from __future__ import annotations
 
 import argparse
-import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import pandas as pd  # noqa: E402
 from layerprune.report.cli import build_report  # noqa: E402
 from layerprune.report.curves import plot_curves  # noqa: E402
 from layerprune.report.heatmap import distance_grid, draw_heatmap  # noqa: E402
+from layerprune.report.pairs import job_items  # noqa: E402
 from layerprune.report.style import model_title  # noqa: E402
 from layerprune.report.sublayers import draw_removed_map  # noqa: E402
 from layerprune.report.verdicts import judge, rule_text, verdict, word  # noqa: E402
@@ -196,13 +196,6 @@ class Gap(NamedTuple):
     se: float  # its standard error
     same: bool  # the two removed the same blocks: one model, the gap says nothing
     paired: bool  # se from a paired bootstrap on the same items (else the two stderrs added)
-
-
-@functools.cache
-def job_items(folder: str) -> dict[str, dict[str, list]]:
-    """The per-item results stored in a job folder's ``results.json`` ({} without them)."""
-    path = Path(folder) / "results.json"
-    return Results.load(path).items if folder and path.exists() else {}
 
 
 def _gap(
