@@ -328,3 +328,14 @@ def test_pairs_table_is_pruned_minus_unpruned_item_by_item(tmp_path):
     assert rows.loc["mean", "diff"] == pytest.approx(-7 / 40)
     assert rows.loc["mean", "low"] < rows.loc["mean", "diff"] < rows.loc["mean", "high"]
     assert "McNemar" in (tmp_path / "out" / "pairs.md").read_text()
+    # every job with items: its most common answer's share, flagged as a constant at >= 95%
+    fake_result(runs / "3", "last_layers", 0.6, 0.5)
+    with_items(runs / "3", {"arc_easy": [1] * 19 + [0], "piqa": [1] * 17 + [0] * 3})
+    build_report([runs], tmp_path / "out", ["arc_easy/acc", "piqa/acc"])
+    df = pd.read_parquet(tmp_path / "out" / "all.parquet").set_index("job")
+    assert df.loc["0", "arc_easy/top_share"] == pytest.approx(0.6)
+    assert df.loc["3", "arc_easy/top_share"] == pytest.approx(0.95)
+    assert df.loc["3", "arc_easy/constant"] == "0" and pd.isna(df.loc["3", "piqa/constant"])
+    assert pd.isna(df.loc["0", "arc_easy/constant"])
+    table = pd.read_csv(tmp_path / "out" / "table.csv", keep_default_na=False)
+    assert sorted(table["constant_on"]) == ["", "", "", "arc_easy=0"]

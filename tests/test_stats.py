@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from layerprune.stats import constant_answer, holm, majority, mcnemar, paired, paired_mean
+from layerprune.stats import (
+    constant_answer,
+    holm,
+    majority,
+    mcnemar,
+    paired,
+    paired_mean,
+    top_answer,
+)
 
 
 def items(correct: list[int], preds=None, targets=None, prefix="t") -> dict[str, list]:
@@ -82,6 +90,12 @@ def test_majority_and_a_constant_answer_are_found():
     assert constant_answer(boolq) == 1
     mixed = items([1, 0], preds=[0, 1])
     assert constant_answer(mixed) is None and constant_answer(mixed, share=0.5) == 0
+    # nearly constant: "no" on 97 of 100 items is flagged at the default share (0.95), 90 of
+    # 100 is not
+    no_97 = items([1] * 100, preds=[0] * 97 + [1] * 3)
+    assert top_answer(no_97) == (0, 0.97) and constant_answer(no_97) == 0
+    assert constant_answer(no_97, share=1.0) is None
+    assert constant_answer(items([1] * 100, preds=[0] * 90 + [1] * 10)) is None
 
 
 def test_majority_of_a_task_scored_by_context_uses_the_answer_index():

@@ -107,6 +107,17 @@ def write_pairs(df: pd.DataFrame, metrics: list[str], out: Path) -> None:
     (out / "pairs.md").write_text(head + pairs.to_markdown(index=False, floatfmt=".4f") + "\n")
 
 
+def constant_tasks(df: pd.DataFrame) -> pd.Series:
+    """Per job, the tasks on which it answers a constant (``<task>/constant``, from its
+    per-item results), as "boolq=1, piqa=0" (task=answer); "" where none is flagged."""
+    flags = [c for c in df.columns if c.endswith("/constant")]
+
+    def row(r: pd.Series) -> str:
+        return ", ".join(f"{c.split('/')[0]}={r[c]}" for c in flags if pd.notna(r[c]))
+
+    return df.apply(row, axis=1) if flags and not df.empty else pd.Series("", index=df.index)
+
+
 def build_report(
     roots: list[Path],
     out: Path,
@@ -128,6 +139,7 @@ def build_report(
     df = label_variants(df.drop_duplicates(subset=same))  # one job reached through two roots
     metrics = [m for m in metrics if m in df]
     df = add_retention(df, metrics)
+    df["constant_on"] = constant_tasks(df)
     out.mkdir(parents=True, exist_ok=True)
 
     cols = [
@@ -144,6 +156,7 @@ def build_report(
         "params_ratio",
         *metrics,
         "mean_retention",
+        "constant_on",
         *speed_columns(df),
     ]
     table = df[[c for c in cols if c in df]].sort_values(["model", "variant", "fraction"])

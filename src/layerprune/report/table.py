@@ -75,15 +75,18 @@ def _round_spread(speed: dict | None) -> dict:
 
 def _baselines(r: Results) -> dict:
     """Per task with per-item results: the majority-class rate of the evaluated items
-    (``<task>/majority``) and the answer the model gives on every item, if it gives one only
+    (``<task>/majority``), the share of items on which the model gives its most common answer
+    (``<task>/top_share``) and that answer where the share reaches ``CONSTANT_SHARE``
     (``<task>/constant``: it answers a constant, not the question)."""
-    from layerprune.stats import constant_answer, majority
+    from layerprune.stats import CONSTANT_SHARE, majority, top_answer
 
     out = {}
     for task, items in (r.items or {}).items():
         if items.get("target") and items.get("pred"):
             with contextlib.suppress(ValueError):  # answers not logged as indices
                 out[f"{task}/majority"] = majority(items)[0]
-            answer = constant_answer(items)
-            out[f"{task}/constant"] = None if answer is None else str(answer)
+            top = top_answer(items)
+            out[f"{task}/top_share"] = None if top is None else top[1]
+            constant = top is not None and top[1] >= CONSTANT_SHARE
+            out[f"{task}/constant"] = str(top[0]) if constant else None
     return out
