@@ -1,6 +1,7 @@
 """What pruning buys: exact structure figures against hand counts and the real KV cache, the
-``speed`` block of a job, and a stored job measured again without rerunning it.
-(No timed asserts: times are recorded, never checked.)"""
+``speed`` block of a job, a stored job measured again without rerunning it, and each model's
+memory measured alone, per device, against a fake CUDA allocator that also holds the other
+model. (No timed asserts: times are recorded, never checked.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import DynamicCache
 
-from layerprune import pipeline
+from layerprune import pipeline, speed
 from layerprune.config import SpeedConfig, validate
 from layerprune.models.load import count_parameters, load_model
 from layerprune.plan import PruningPlan
@@ -178,3 +179,89 @@ def test_flops_per_token_count_each_linear_layer_once_tied_head_or_not(tied):
     assert s["head_flops_per_token"] == 2 * 272 * 64
     embedding = 0 if tied else 272 * 64 * 4  # a decode step does not read an untied table
     assert s["bytes_per_token"] == s["weight_bytes"] - embedding
+
+
+CUDA0 = torch.device("cuda:0")
+MEMORY = dataclasses.replace(TINY, prefill_batches=[], decode_batches=[2])
+
+
+class FakeAllocator:
+    """``torch.cuda``'s memory counters where ``held`` bytes are allocated on each device before
+    a decode (both models' weights, and anything else) and the decode adds ``transient``."""
+
+    def __init__(self, held: dict[str, int], transient: dict[str, int]):
+        self.held, self.transient, self.reset = held, transient, []
+
+    def memory_allocated(self, device) -> int:
+        return self.held[str(device)]
+
+    def reset_peak_memory_stats(self, device) -> None:
+        self.reset.append(str(device))
+
+    def max_memory_allocated(self, device) -> int:
+        return self.held[str(device)] + self.transient[str(device)]
+
+    def synchronize(self, device=None) -> None:
+        pass
+
+    def install(self, monkeypatch) -> None:
+        for name in ("memory_allocated", "reset_peak_memory_stats", "max_memory_allocated"):
+            monkeypatch.setattr(torch.cuda, name, getattr(self, name))
+        monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
+
+
+def tensors(*modules) -> list[torch.Tensor]:
+    return [t for m in modules for t in [*m.parameters(), *m.buffers()]]
+
+
+def tensor_bytes(*modules) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors(*modules))
+
+
+def place_on_cuda(monkeypatch, modules) -> None:
+    """``speed`` sees the tensors of ``modules`` on cuda:0 (they stay on the CPU and run there)."""
+    on_cuda = {t.data_ptr() for t in tensors(*modules)}
+    fake = lambda t: CUDA0 if t.data_ptr() in on_cuda else t.device  # noqa: E731
+    monkeypatch.setattr(speed, "_device_of", fake)
+
+
+def test_each_model_memory_is_its_own_though_both_are_on_the_gpu(monkeypatch):
+    """The allocator's peak holds both models; each model's figure holds only its own weights
+    (and its decode's transient), so the ratio is the models' (the shared peak's: ~1)."""
+    lm, _ = pruned("llama", PLANS["blocks"])
+    ref = load_model(tiny_config("llama"))
+    place_on_cuda(monkeypatch, [lm.model, ref.model])
+    own = {"pruned": tensor_bytes(lm.model), "unpruned": tensor_bytes(ref.model)}
+    allocator = FakeAllocator({"cuda:0": sum(own.values()) + 5_000}, {"cuda:0": 3_000})
+    allocator.install(monkeypatch)
+    s = speed_report(lm.model, ref.model, MEMORY, (lm.adapter, ref.adapter))
+    for name in ("pruned", "unpruned"):
+        assert s[name]["peak_bytes_b2_by_device"] == {"cuda:0": own[name] + 3_000}
+        assert s[name]["peak_bytes_b2"] == own[name] + 3_000
+    ratio = (own["pruned"] + 3_000) / (own["unpruned"] + 3_000)
+    assert s["ratios"]["peak_bytes_b2"] == pytest.approx(ratio) and ratio < 0.8
+    assert allocator.reset == ["cuda:0", "cuda:0"] and s["devices"] == ["cuda:0"]
+
+
+def test_a_split_model_reports_its_memory_per_device(monkeypatch):
+    """Embedding and the first half of the blocks on cuda:0, the rest on the CPU: cuda:0 holds
+    its weights + the decode's transient there, the CPU its weights + its layers' KV cache."""
+    lm, _ = pruned("llama", PLANS["blocks"])  # 6 blocks left
+    ref = load_model(tiny_config("llama"))
+    first = {}
+    for name, m in (("pruned", lm), ("unpruned", ref)):
+        blocks = m.adapter.blocks(m.model)
+        first[name] = [m.model.get_input_embeddings(), *blocks[: len(blocks) // 2]]
+    place_on_cuda(monkeypatch, first["pruned"] + first["unpruned"])
+    on_cuda = {k: tensor_bytes(*v) for k, v in first.items()}
+    FakeAllocator({"cuda:0": sum(on_cuda.values()) + 7}, {"cuda:0": 1_000}).install(monkeypatch)
+    s = speed_report(lm.model, ref.model, MEMORY, (lm.adapter, ref.adapter))
+    tokens = 2 * (MEMORY.prompt_length + MEMORY.new_tokens)
+    cpu_layers = {"pruned": 3, "unpruned": 4}  # the second half of 6 and of 8 blocks
+    for name, m in (("pruned", lm), ("unpruned", ref)):
+        cpu = tensor_bytes(m.model) - on_cuda[name] + tokens * cpu_layers[name] * KV_LAYER
+        by_device = s[name]["peak_bytes_b2_by_device"]
+        assert by_device == {"cuda:0": on_cuda[name] + 1_000, "cpu": cpu}
+        assert list(by_device) == ["cuda:0", "cpu"]  # the embedding's device first
+        assert s[name]["peak_bytes_b2"] == sum(by_device.values())
+    assert s["devices"] == ["cuda:0", "cpu"]

@@ -13,8 +13,12 @@ peers' 512-token prefill and 128 new tokens at batch 16).
   prompt with the KV cache (``min_new_tokens`` forces the length), for each batch in
   ``decode_batches``: time to first token (a 1-token generate), and decode tokens/s =
   batch x (new_tokens - 1) / (t(new_tokens) - t(1));
-- memory: on CUDA the allocator's peak during decode; on CPU the tensors' bytes (weights + the
-  KV cache at the end of decode), not the process RSS;
+- memory: each model's own, measured alone although both are resident, per device it spans
+  (``peak_bytes_b<batch>_by_device``; ``peak_bytes_b<batch>`` is their sum): on a CUDA device its
+  resident bytes there + the allocator's peak during its decode - what was allocated just
+  before (the other model, earlier outputs); on the CPU the tensors' bytes (its weights there +
+  the KV cache of its layers there at the end of decode), not the process RSS. A model split
+  by ``device_map`` reports each device it spans;
 - structure (exact, from the model): parameters, weight bytes, KV-cache bytes per token (a
   layer whose attention was removed holds only its position marker), attention layers, and
   the *ideal* speedups the removed work allows: prefill FLOPs and decode bytes read per token
@@ -24,8 +28,10 @@ peers' 512-token prefill and 128 new tokens at batch 16).
 
 from __future__ import annotations
 
+import gc
 import logging
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,9 +49,9 @@ Sizes = SpeedConfig  # the measured settings, as the ``speed`` config group give
 # -- structure -----------------------------------------------------------------------------
 
 
-def kv_bytes_per_token(model: torch.nn.Module, adapter: BlockAdapter) -> int:
-    """Bytes the KV cache holds per token (one sequence): 2 (K, V) x kv heads x head size x
-    element size for every layer with attention; 2 elements (its position marker,
+def kv_layer_bytes(model: torch.nn.Module, adapter: BlockAdapter) -> list[int]:
+    """Bytes the KV cache holds per token (one sequence), layer by layer: 2 (K, V) x kv heads
+    x head size x element size for a layer with attention; 2 elements (its position marker,
     ``surgery/skip.py``) for a layer whose attention was removed."""
     from layerprune.surgery.skip import SkippedAttention
 
@@ -53,21 +59,48 @@ def kv_bytes_per_token(model: torch.nn.Module, adapter: BlockAdapter) -> int:
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     size = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 4
-    total = 0
-    for i in range(len(adapter.blocks(model))):
-        skipped = isinstance(adapter.attention(model, i), SkippedAttention)
-        total += 2 * size * (1 if skipped else kv_heads * head_dim)
-    return total
+    skipped = [
+        isinstance(adapter.attention(model, i), SkippedAttention)
+        for i in range(len(adapter.blocks(model)))
+    ]
+    return [2 * size * (1 if gone else kv_heads * head_dim) for gone in skipped]
+
+
+def kv_bytes_per_token(model: torch.nn.Module, adapter: BlockAdapter) -> int:
+    """Bytes the KV cache holds per token (one sequence), all layers (``kv_layer_bytes``)."""
+    return sum(kv_layer_bytes(model, adapter))
+
+
+def _device_of(t: torch.Tensor) -> torch.device:
+    """Where ``t`` is held: the one place that asks (tests place a CPU model on fake devices)."""
+    return t.device
+
+
+def resident_bytes(model: torch.nn.Module) -> dict[torch.device, int]:
+    """Bytes of the parameters and buffers held on each device (tied tensors once), in the
+    order the model first uses the devices (a ``device_map`` split: the embedding's first)."""
+    seen, out = set(), {}
+    for t in [*model.parameters(), *model.buffers()]:
+        key = (t.device, t.data_ptr()) if t.device.type != "meta" else id(t)  # meta: no storage
+        if key not in seen:
+            seen.add(key)
+            device = _device_of(t)
+            out[device] = out.get(device, 0) + t.numel() * t.element_size()
+    return out
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of the parameters and buffers held (tied tensors once)."""
-    seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total
+    """Bytes of the parameters and buffers held (tied tensors once), all devices."""
+    return sum(resident_bytes(model).values())
+
+
+def kv_bytes_by_device(model: torch.nn.Module, adapter: BlockAdapter) -> dict[torch.device, int]:
+    """``kv_layer_bytes`` summed per device: a layer's cache is made where its block runs."""
+    out: dict[torch.device, int] = {}
+    for block, size in zip(adapter.blocks(model), kv_layer_bytes(model, adapter), strict=True):
+        device = _device_of(next(block.parameters()))  # its norms, whatever was removed
+        out[device] = out.get(device, 0) + size
+    return out
 
 
 def structure(model: torch.nn.Module, adapter: BlockAdapter) -> dict[str, Any]:
@@ -238,22 +271,46 @@ def measure(pruned: torch.nn.Module, unpruned: torch.nn.Module, sizes: Sizes) ->
             o = out[name]
             span = o[f"generate_b{b}_s"] - o[f"ttft_b{b}_s"]
             o[f"decode_b{b}_tokens_per_s"] = b * (sizes.new_tokens - 1) / max(span, 1e-9)
-            o[f"peak_bytes_b{b}"] = _peak(benches[name], prompt, sizes.new_tokens)
+            by_device = _peak(benches[name], prompt, sizes.new_tokens)
+            o[f"peak_bytes_b{b}"] = sum(by_device.values())
+            o[f"peak_bytes_b{b}_by_device"] = by_device
     bar.close()
     return out
 
 
-def _peak(bench: _Bench, prompt: torch.Tensor, new: int) -> int:
-    """CUDA: the allocator's peak during one decode; CPU: weights + the KV cache at its end
-    (the tensors' bytes, computed from the model's structure)."""
-    if bench.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(bench.device)
-        bench.generate(prompt, new)()
-        return int(torch.cuda.max_memory_allocated(bench.device))
+def _peak(bench: _Bench, prompt: torch.Tensor, new: int) -> dict[str, int]:
+    """The model's own bytes per device during one decode of ``new`` tokens after ``prompt``."""
     adapter = BlockAdapter.for_model(bench.model)
     tokens = prompt.shape[0] * (prompt.shape[1] + new)
-    return weight_bytes(bench.model) + tokens * kv_bytes_per_token(bench.model, adapter)
+    return own_memory(bench.model, adapter, bench.generate(prompt, new), tokens)
+
+
+def own_memory(
+    model: torch.nn.Module, adapter: BlockAdapter, decode: Callable[[], None], tokens: int
+) -> dict[str, int]:
+    """Bytes ``model`` needs on each device it spans to run ``decode`` (which ends with
+    ``tokens`` tokens in its KV cache), as if it were alone there (module doc). On CUDA: its
+    resident bytes there + (the allocator's peak during ``decode`` - what was allocated just
+    before): whatever else is resident (the other model of the comparison) cancels out. On
+    the CPU: its resident bytes there + its layers' KV cache there, from the structure."""
+    resident = resident_bytes(model)
+    cuda = [d for d in resident if d.type == "cuda"]
+    gc.collect()
+    before = {}
+    for d in cuda:
+        torch.cuda.synchronize(d)
+        before[d] = torch.cuda.memory_allocated(d)
+        torch.cuda.reset_peak_memory_stats(d)
+    decode()
+    kv = kv_bytes_by_device(model, adapter)
+    out = {}
+    for d, held in resident.items():
+        if d.type == "cuda":
+            torch.cuda.synchronize(d)
+            out[str(d)] = held + int(torch.cuda.max_memory_allocated(d)) - before[d]
+        else:
+            out[str(d)] = held + tokens * kv.get(d, 0)
+    return out
 
 
 def speed_report(
@@ -280,6 +337,7 @@ def speed_report(
     device = next(pruned.parameters()).device
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "devices": [str(d) for d in resident_bytes(pruned)],  # a split model: several
         "threads": torch.get_num_threads(),
         "dtype": str(pruned.dtype),
         "sizes": asdict(sizes),
