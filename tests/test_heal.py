@@ -36,6 +36,7 @@ COMMON = dict(
     warmup_steps=0,
     checkpoint_every=0,
     seq_len=32,
+    max_epochs=8.0,  # the 4-row test text, several passes
 )
 LORA = dict(lora_rank=4, lora_alpha=8.0, lora_dropout=0.0)
 
@@ -252,7 +253,7 @@ def _spy_teacher(monkeypatch) -> list:
     import layerprune.heal.kd as kd
 
     seen, load = [], kd.frozen_teacher
-    monkeypatch.setattr(kd, "frozen_teacher", lambda job: seen.append(load(job)) or seen[-1])
+    monkeypatch.setattr(kd, "frozen_teacher", lambda *a: seen.append(load(*a)) or seen[-1])
     return seen
 
 
@@ -386,3 +387,240 @@ def test_kd_job_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, monkey
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-5)
+
+
+# -- healing that fits: checkpointing, the QLoRA reload, the 4-bit teacher, master copies --
+
+
+def saved_for_backward(model: torch.nn.Module, ids: torch.Tensor) -> int:
+    """Bytes of the tensors one training forward saves for backward (each storage once,
+    the weights not counted)."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t  # kept alive until backward: no two saved storages share an address
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())
+
+
+def test_gradient_checkpointing_trains_the_same_weights_and_saves_less(tmp_path):
+    """LoRA with dropout: the recomputed forward replays the RNG, so the weights after 4
+    steps are those of the run without checkpointing; what forward keeps for backward is
+    much smaller."""
+    from layerprune.heal.train import checkpointing
+
+    def run(on: bool):
+        state = job(tmp_path / str(on))
+        healer = LoRA(
+            **{**COMMON, "steps": 4}, **{**LORA, "lora_dropout": 0.1}, gradient_checkpointing=on
+        )
+        model = healer.student(state)
+        torch.manual_seed(0)
+        healer.train(model, data(), tmp_path / "loss.csv")
+        return model, trainable(model)
+
+    plain, weights = run(False)
+    ckpt, weights_ckpt = run(True)
+    assert weights.keys() == weights_ckpt.keys()
+    for name, w in weights.items():
+        torch.testing.assert_close(weights_ckpt[name], w, atol=1e-6, rtol=1e-5)
+    assert not ckpt.get_base_model().is_activation_checkpointing  # switched off after training
+    ids = data(4, 32).tokens
+    plain.train()
+    without = saved_for_backward(plain, ids)
+    with checkpointing(plain, True):
+        with_it = saved_for_backward(plain, ids)
+    assert with_it < 0.3 * without
+
+
+def test_gradient_checkpointing_and_max_epochs_are_in_no_key(tmp_path):
+    """Neither changes the trained weights: resume folder, request-cache identity and the run
+    store's job key are the same; ``teacher_4bit`` enters the keys only when set."""
+    from layerprune.store import job_key
+
+    state = job(tmp_path)
+    a = LoRA(**COMMON, **LORA)
+    b = LoRA(**{**COMMON, "max_epochs": 3.0}, **LORA, gradient_checkpointing=True)
+    assert resume_folder(a, state, "t") == resume_folder(b, state, "t")
+    assert a.identity() == b.identity() and a.training_identity() == b.training_identity()
+    base = {"seed": 0, "healing": {"name": "kd", "steps": 40}}
+    same = {**base, "healing": {**base["healing"], "gradient_checkpointing": True}}
+    same["healing"].update(max_epochs=6, teacher_4bit=False)
+    other = {**base, "healing": {**base["healing"], "teacher_4bit": True}}
+    assert job_key(base) == job_key(same) != job_key(other)
+    assert KD(teacher_4bit=True).training_identity() != KD().training_identity()
+    assert "teacher_4bit" not in KD().identity()
+
+
+def test_more_healing_tokens_than_the_text_holds_is_one_line(tmp_path, monkeypatch):
+    """qlora_gromov's 82M tokens on the offline C4 healing split; nothing is loaded first;
+    ``max_epochs`` allows repeated passes."""
+    from layerprune.config import validate
+    from layerprune.errors import LayerpruneError
+    from tests.conftest import compose
+
+    healer = validate(compose(["model=tiny-llama", "healing=qlora_gromov"])).healing
+    assert healer.gradient_checkpointing and healer.max_epochs == 1.0
+    text = HealingText(torch.zeros(172, 1024, dtype=torch.long), "c4/healing")
+    monkeypatch.setattr(QLoRA, "student", lambda *a: pytest.fail("loaded before the check"))
+    with pytest.raises(LayerpruneError) as e:
+        healer.heal(job(tmp_path), text)
+    assert str(e.value) == (
+        "healing=qlora needs 81,920,000 tokens (steps x batch x accumulation x seq_len); "
+        "c4/healing holds 176,128 (0.2%): use a larger text source or allow repeated passes "
+        "with healing.max_epochs=466"
+    )
+    small = LoRA(**{**COMMON, "steps": 5, "max_epochs": 1.0}, **LORA)  # 10 rows of 4
+    with pytest.raises(LayerpruneError, match="needs 320 tokens.*holds 128 .40.0%.*=3$"):
+        small.train(small.student(job(tmp_path / "b")), data(), tmp_path / "loss.csv")
+    allowed = LoRA(**{**COMMON, "steps": 5, "max_epochs": 2.5}, **LORA)
+    result = allowed.train(allowed.student(job(tmp_path / "c")), data(), tmp_path / "loss.csv")
+    assert result.epochs == 2.5
+
+
+@pytest.mark.slow
+def test_qlora_frees_the_pruned_model_before_the_4bit_reload(tmp_path, monkeypatch):
+    """No reference to the pruned in-memory model survives into ``load_4bit`` (a weakref is
+    dead there); the reload lands on the model's device; training runs checkpointed."""
+    import gc
+    import weakref
+
+    import transformers.modeling_utils as modeling_utils
+
+    import layerprune.heal.lora as lora
+
+    state = job(tmp_path)
+    state.checkpoint = save_checkpoint(state.model, state.lm.tokenizer, state.plan, tmp_path / "c")
+    pruned = weakref.ref(state.lm.model)
+    seen, load = {}, lora.load_4bit
+
+    def spy(folder, dtype, device_map):
+        gc.collect()
+        seen.update(alive=pruned() is not None, device_map=device_map)
+        return load(folder, dtype, device_map)
+
+    monkeypatch.setattr(lora, "load_4bit", spy)
+    calls, checkpoint = [], modeling_utils.checkpoint
+    monkeypatch.setattr(
+        modeling_utils, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k)
+    )
+    healer = QLoRA(**{**COMMON, "steps": 1, "lr": 1e-3}, **LORA)
+    model, result = healer.heal(state, data())
+    assert seen == {"alive": False, "device_map": {"": "cpu"}}
+    assert state.lm.model is None and "Linear4bit" in {type(m).__name__ for m in model.modules()}
+    assert len(calls) == 6  # each of the 6 kept blocks, recomputed in backward
+    assert result.steps == 1
+
+
+def test_qlora_reloads_where_the_model_was():
+    """One device: that device (``cuda:1`` stays ``cuda:1``); split: accelerate's ``auto``."""
+    from layerprune.heal.lora import reload_device_map
+
+    model = torch.nn.Linear(2, 2)
+    assert reload_device_map(model) == {"": "cpu"}
+    model.hf_device_map = {"model.embed_tokens": 1, "model.layers.0": 1, "lm_head": 1}
+    assert reload_device_map(model) == {"": "cpu"}  # from the weights' own device
+    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 1, "lm_head": "cpu"}
+    assert reload_device_map(model) == "auto"
+
+
+def _saved_job(tmp_path, removed=(5, 6)) -> JobState:
+    """A job whose model is a tiny checkpoint on disk (4-bit needs weights to quantise)."""
+    from layerprune.config import ModelConfig
+
+    lm = load_model(tiny_config("llama"))
+    folder = save_checkpoint(lm.model, lm.tokenizer, PruningPlan("x"), tmp_path / "tiny")
+    config = ModelConfig(name="t", source="path", id=str(folder), dtype="float32", device="cpu")
+    state = JobState(tmp_path, 0, 0.25, partial(load_model, config))
+    state.lm = state.loader()
+    state.num_blocks = 8
+    state.plan = PruningPlan("x", removed_blocks=list(removed), num_candidates=8)
+    remove_blocks(state.lm.model, state.lm.adapter, list(removed))
+    state.model = state.lm.model
+    return state
+
+
+@pytest.mark.slow
+def test_kd_teacher_in_4bit(tmp_path, monkeypatch):
+    """``teacher_4bit``: the teacher is the nf4 model the loader gives with
+    ``load_in_4bit=True``; the first step's loss is KL(that teacher || the pruned model)."""
+    seen = _spy_teacher(monkeypatch)
+    state = _saved_job(tmp_path)
+    healer = KD(**{**COMMON, "steps": 1}, **LORA, teacher_4bit=True)
+    _, result = healer.heal(state, data())
+    (teacher,) = seen
+    assert "Linear4bit" in {type(m).__name__ for m in teacher.modules()}
+    reference = state.loader(load_in_4bit=True).model.eval()
+    pruned = _saved_job(tmp_path / "p").model.eval()
+    rows = torch.randperm(4, generator=torch.Generator().manual_seed(0))[:2]  # step 1's rows
+    ids = data().tokens[rows]
+    with torch.no_grad():
+        expected = kd_loss(pruned(ids).logits, reference(ids).logits)
+    assert result.first_loss == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_kd_teacher_4bit_refuses_a_random_model(tmp_path):
+    from layerprune.errors import LayerpruneError
+
+    healer = KD(**COMMON, **LORA, teacher_4bit=True)
+    with pytest.raises(LayerpruneError, match="teacher_4bit needs a checkpoint"):
+        healer.heal(job(tmp_path), data())
+
+
+def test_partial_trains_bf16_weights_as_a_float32_master_copy(tmp_path):
+    """An AdamW step (lr 2e-5) below half a bf16 step of most weights rounds away in bf16
+    (by hand); trained as a float32 master copy, 8 such steps move those weights, and the
+    model is back in bf16 afterwards."""
+    from dataclasses import replace
+
+    config = replace(tiny_config("llama"), dtype="bfloat16")
+    state = JobState(tmp_path, 0, 0.25, partial(load_model, config))
+    state.lm = state.loader()
+    lr = 2e-5
+    healer = Partial(
+        **{**COMMON, "lr": lr, "schedule": "constant", "max_grad_norm": 1e9}, partial_blocks=2
+    )
+    model = healer.student(state)
+    before = trainable(model)
+    healer.train(model, data(), tmp_path / "loss.csv")
+    after = trainable(model)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    w = torch.cat([t.flatten() for t in before.values()])
+    moved = torch.cat([(after[n] != t).flatten() for n, t in before.items()])
+    one_step = (w.float() + lr).to(torch.bfloat16) == w  # a plain bf16 update is lost
+    assert one_step.float().mean() > 0.5
+    assert moved[one_step].float().mean() > 0.2
+
+
+def test_snapshots_keep_the_cuda_rng(tmp_path, monkeypatch):
+    """With CUDA: each device's generator is saved and restored; a snapshot without it (an
+    older one) still loads; another device count leaves the generators alone."""
+    from layerprune.heal.train import _restore, _Run, _snapshot
+
+    states, restored = [torch.arange(4, dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+
+    def run() -> _Run:
+        model = torch.nn.Linear(2, 2)
+        opt = torch.optim.AdamW(model.parameters())
+        return _Run(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), [])
+
+    _snapshot(tmp_path / "latest.pt", run(), 3)
+    assert _restore(tmp_path, 5, run()) == 3
+    assert len(restored) == 1 and torch.equal(restored[0][0], states[0])
+    old = torch.load(tmp_path / "latest.pt", weights_only=False)
+    del old["cuda_rng"]
+    torch.save(old, tmp_path / "latest.pt")
+    assert _restore(tmp_path, 5, run()) == 3 and len(restored) == 1
+    _snapshot(tmp_path / "latest.pt", run(), 3)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert _restore(tmp_path, 5, run()) == 3 and len(restored) == 1

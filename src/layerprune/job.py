@@ -28,8 +28,9 @@ class JobState:
     out_dir: Path
     seed: int
     fraction: float
-    loader: Callable[[], LoadedModel]  # the model as configured, unpruned (again: teacher)
-    lm: LoadedModel | None = None  # load: the model, pruned in place by the prune stage
+    loader: Callable[..., LoadedModel]  # the model as configured, unpruned (again: teacher;
+    # keyword overrides of its config, e.g. load_in_4bit=True)
+    lm: LoadedModel | None = None  # load: the model, pruned in place (model None after QLoRA)
     num_blocks: int = 0  # load: L
     plan: PruningPlan | None = None  # select
     params_before: int = 0  # load

@@ -27,8 +27,13 @@ FIGURES = ("*.png", "*.pdf")  # a job folder's figures, kept beside its results
 
 
 def job_key(resolved: dict[str, Any]) -> str:
-    """sha256 of the resolved job config, without ``NOT_IN_KEY``."""
+    """sha256 of the resolved job config, without ``NOT_IN_KEY`` (nor the healing settings
+    that cannot change the healed model: ``heal.base.keyed``)."""
+    from layerprune.heal.base import keyed
+
     job = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY}
+    if isinstance(job.get("healing"), dict):
+        job["healing"] = keyed(job["healing"])
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

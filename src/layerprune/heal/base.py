@@ -6,6 +6,12 @@ defined outside ``src/`` needs no edit in the library). It declares what it need
 pruned model saved to disk, for QLoRA's fresh 4-bit reload; ``needs_teacher``: the unpruned
 model, for distillation, which ``job.loader()`` loads again) and ``heal`` turns the job's
 pruned model into the model to evaluate. The pipeline names no healer.
+
+Keys (run store, request cache, resume snapshots) name a healer by its settings, except the
+ones in ``NOT_IN_KEY`` (they never change the healed model: how much memory training takes,
+how many passes over the text are allowed) and the ones in ``KEYED_WHEN_SET`` at their default
+(settings added after keys were in use: at that value a healer computes what it did before
+they existed, so the keys made before still name the same models). ``keyed`` applies both.
 """
 
 from __future__ import annotations
@@ -14,12 +20,23 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
 from layerprune.plugins import settings
 
 if TYPE_CHECKING:
+    import torch
+
     from layerprune.job import JobState
+
+NOT_IN_KEY = ("gradient_checkpointing", "max_epochs")
+KEYED_WHEN_SET: dict[str, Any] = {"teacher_4bit": False}
+
+
+def keyed(values: dict[str, Any]) -> dict[str, Any]:
+    """A healer's settings as its keys see them (module doc)."""
+    unset = object()
+    return {
+        k: v for k, v in values.items() if k not in NOT_IN_KEY and KEYED_WHEN_SET.get(k, unset) != v
+    }
 
 
 @dataclass
@@ -80,8 +97,9 @@ class Healer(ABC):
         unless ``needs_text``); return the model to evaluate and what was done."""
 
     def identity(self) -> dict[str, Any]:
-        """What makes the healed model (request-cache key): every setting."""
-        return settings(self)
+        """What makes the healed model (request-cache key): every setting but the ones that
+        cannot change it (``keyed``)."""
+        return keyed(settings(self))
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """Healing by distillation from the unpruned model (``healing=kd``).
 
 The teacher is free: it is the model the job loaded, before pruning (loaded again, frozen, in
-the same dtype, run under ``no_grad``). The student is the pruned model with LoRA adapters
-(``trainable=lora``, the MLP projections by default, as Gromov et al.) or its last blocks and
-head (``trainable=partial``). Loss, per token position p (all positions of the packed text):
+the same dtype, run under ``no_grad``); ``teacher_4bit=true`` loads it as bitsandbytes nf4
+instead (a quarter of bf16's weight memory; its logits are the nf4 model's, so the setting is
+part of every key), which needs a checkpoint to quantise (not ``model.source=random``). The
+student is the pruned model with LoRA adapters (``trainable=lora``, the MLP projections by
+default, as Gromov et al.) or its last blocks and head (``trainable=partial``). Loss, per token
+position p (all positions of the packed text):
 
     kd     = T^2 * KL(softmax(t_p / T) || softmax(s_p / T))      forward KL (Minitron), T = 1
     ce     = the language-modelling loss                          weight ``ce_weight`` (0)
@@ -107,6 +110,7 @@ class KD(LoRA):
     ce_weight: float = 0.0
     hidden_weight: float = 0.0
     teacher_topk: int = 0  # 0: teacher logits on the fly; k: cached top-k log-probabilities
+    teacher_4bit: bool = False  # load the teacher as nf4 (bitsandbytes)
     needs_teacher = True
 
     def __post_init__(self) -> None:
@@ -147,9 +151,11 @@ class KD(LoRA):
         self._kept = [i for i in range(job.num_blocks) if i not in gone]
         self._teacher, self._topk = None, None
         if self.teacher_topk:
-            self._topk = teacher_topk(job, text, self.temperature, self.teacher_topk)
+            self._topk = teacher_topk(
+                job, text, self.temperature, self.teacher_topk, self.teacher_4bit
+            )
         else:
-            self._teacher = frozen_teacher(job)
+            self._teacher = frozen_teacher(job, self.teacher_4bit)
 
     def loss(self, model: torch.nn.Module, batch: torch.Tensor, rows: torch.Tensor):
         hidden = self.hidden_weight > 0
@@ -179,20 +185,27 @@ class KD(LoRA):
         return loss, parts
 
 
-def frozen_teacher(job: JobState) -> torch.nn.Module:
-    """The unpruned model, loaded again, in eval mode, with no parameter requiring grad."""
-    teacher = job.loader().model.eval()
+def frozen_teacher(job: JobState, four_bit: bool = False) -> torch.nn.Module:
+    """The unpruned model, loaded again (as nf4 if ``four_bit``), in eval mode, with no
+    parameter requiring grad."""
+    if four_bit and job.lm.identity.startswith("random:"):
+        raise LayerpruneError(
+            "healing.teacher_4bit needs a checkpoint to quantise; model.source=random has "
+            "none: save the model and load it with model.source=path, or teacher_4bit=false"
+        )
+    teacher = (job.loader(load_in_4bit=True) if four_bit else job.loader()).model.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
 
 
 def teacher_topk(
-    job: JobState, text: HealingText, temperature: float, k: int
+    job: JobState, text: HealingText, temperature: float, k: int, four_bit: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log-probabilities [N, S, k] float32, token ids [N, S, k] int32)`` of the teacher's k
     most likely tokens at every position of ``text`` (log-softmax at T over the whole
-    vocabulary), from the cache or computed once and cached."""
+    vocabulary), from the cache or computed once and cached; ``four_bit``: of the nf4
+    teacher."""
     tokens = text.tokens
     h = hashlib.sha256(tokens.numpy().tobytes())
     described = {
@@ -203,6 +216,8 @@ def teacher_topk(
         "T": temperature,
         "k": k,
     }
+    if four_bit or job.lm.load_in_4bit:  # an nf4 teacher (absent: the keys made before)
+        described["load_in_4bit"] = True
     h.update(json.dumps(described, sort_keys=True).encode())
     path = paths.home() / "teacher" / f"topk-{h.hexdigest()[:24]}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,7 +226,7 @@ def teacher_topk(
         if stored is not None:
             log.info("teacher top-%d: from the cache (%s)", k, path)
             return stored["logp"], stored["ids"]
-        teacher = frozen_teacher(job)
+        teacher = frozen_teacher(job, four_bit)
         logp, ids, mass = _compute_topk(teacher, tokens, temperature, k)
         del teacher
         buf = io.BytesIO()

@@ -5,14 +5,18 @@
   the same numbers to float rounding) unless ``eval_merged=false``.
 - ``qlora``: the pruned model is saved and reloaded *fresh* as a bitsandbytes nf4 base before
   LoRA: an eval-mode forward on a 4-bit model repacks its weights so that training afterwards
-  gets wrong gradients (seen with bitsandbytes 0.50 on CPU). Evaluated as trained (merging into nf4 weights would
-  re-round them).
-- ``partial`` (Lu et al. 2024): train the last k surviving blocks + ``lm_head``.
+  gets wrong gradients (seen with bitsandbytes 0.50 on CPU). The pruned in-memory model is
+  freed first (the job keeps no reference to it: ``job.lm.model`` is None afterwards), and the
+  reload lands where it was: its device (``cuda:N``), or split by ``device_map="auto"`` when it
+  was split. Evaluated as trained (merging into nf4 weights would re-round them).
+- ``partial`` (Lu et al. 2024): train the last k surviving blocks + ``lm_head`` (bf16 / fp16
+  weights as a float32 master copy, cast back after training: heal/train.py).
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,8 +60,28 @@ def attach_partial(model: torch.nn.Module, adapter: BlockAdapter, blocks: int) -
     return model
 
 
-def load_4bit(folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-    """A fresh nf4 model from a saved (pruned) checkpoint, for QLoRA."""
+def reload_device_map(model: torch.nn.Module) -> dict[str, str] | str:
+    """Where QLoRA reloads ``model``: its device, or accelerate's ``"auto"`` split when
+    ``model`` is split over several."""
+    split = getattr(model, "hf_device_map", None)
+    if split and len(set(split.values())) > 1:
+        return "auto"
+    return {"": str(next(model.parameters()).device)}
+
+
+def release_pruned(job: JobState) -> None:
+    """Drop the job's references to the pruned in-memory model and free it (module doc)."""
+    job.lm.model = None
+    job.model = None
+    gc.collect()  # HF models hold reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_4bit(
+    folder: Path, dtype: torch.dtype, device_map: dict[str, str] | str
+) -> torch.nn.Module:
+    """A fresh nf4 model from a saved (pruned) checkpoint, for QLoRA, placed by ``device_map``."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     quant = BitsAndBytesConfig(
@@ -66,7 +90,6 @@ def load_4bit(folder: Path, dtype: torch.dtype) -> torch.nn.Module:
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=dtype,
     )
-    device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     # a sublayer-pruned checkpoint (FinerCut) brings its own modeling file
     trust = (Path(folder) / "modeling_layerprune.py").exists()
     return AutoModelForCausalLM.from_pretrained(
@@ -143,11 +166,17 @@ class QLoRA(LoRA):
                 "into nf4 weights re-rounds them; healing.merge=true saves a full-precision merge"
             )
 
+    gradient_checkpointing: bool = True  # the GPU recipe: activations dominate at 7B+
+
     def student(self, job: JobState) -> torch.nn.Module:
         from peft import prepare_model_for_kbit_training
 
+        device_map = reload_device_map(job.lm.model)
+        release_pruned(job)
         # the 4-bit base is loaded fresh from disk, never used after an eval pass
-        base = load_4bit(job.checkpoint, job.lm.dtype)
+        base = load_4bit(job.checkpoint, job.lm.dtype, device_map)
+        # checkpointing is switched on by the training loop (train.checkpointing): non-
+        # reentrant, so peft's hook making the embeddings' output require grad is not needed
         return self._lora(prepare_model_for_kbit_training(base, use_gradient_checkpointing=False))
 
     def _save_merged(self, merged: torch.nn.Module, job: JobState) -> str:

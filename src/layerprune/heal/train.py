@@ -4,8 +4,21 @@ AdamW, linear warm-up then cosine decay (``schedule=cosine``, the papers') or a 
 (``schedule=constant``), gradient accumulation, bf16 autocast on CUDA and fp32 on CPU, gradient
 clipping, a loss CSV, and resumable snapshots of the trainable state.
 
-Snapshots live under ``$LAYERPRUNE_HOME/heal/<key>/``, the key naming what is trained: the base
-weights, the removed blocks / sublayers, the healer's training settings, the text and the seed.
+Memory: ``gradient_checkpointing`` keeps only each block's input for backward and recomputes
+the rest (non-reentrant ``torch.utils.checkpoint``: frozen inputs need no ``requires_grad``
+hack, and the RNG is replayed, so dropout masks and the trained weights are the same).
+Trainable weights stored in bf16 / fp16 (``partial``, KD ``trainable=partial``) are trained
+as a float32 master copy and cast back when training ends: an AdamW update below half the
+spacing of half-precision numbers would otherwise be rounded away (lr 1e-4 on a weight of
+0.05 is 0.4 of bf16's spacing there); their frozen neighbours stay in half precision
+(autocast).
+
+Text: the steps must fit in ``max_epochs`` passes over the healing text (1 by default): asking
+for more tokens than the text holds is an error naming both, not a silent repetition.
+
+Snapshots (with the CPU and CUDA RNG states) live under ``$LAYERPRUNE_HOME/heal/<key>/``, the
+key naming what is trained: the base weights, the removed blocks / sublayers, the healer's
+training settings, the text and the seed.
 ``latest.pt`` (every ``checkpoint_every`` steps, atomic) lets a killed job resume where it
 stopped. With ``schedule=constant`` the rate at step t does not depend on the total, and the
 data order is a prefix of any longer run's, so ``steps`` is left out of the key and a finished
@@ -24,6 +37,8 @@ import re
 import shutil
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +48,7 @@ from tqdm.auto import tqdm
 
 from layerprune import atomic, paths
 from layerprune.errors import LayerpruneError
-from layerprune.heal.base import Healer, HealingText, HealResult
+from layerprune.heal.base import Healer, HealingText, HealResult, keyed
 from layerprune.integrity import read_or_quarantine
 from layerprune.plugins import settings
 
@@ -43,7 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "constant")
 # settings that change what is saved or evaluated, not the training: not in the resume key
+# (nor are ``heal.base.NOT_IN_KEY``'s: memory and the passes allowed)
 NOT_TRAINING = ("merge", "eval_merged", "checkpoint_every")
+HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass
@@ -61,11 +78,15 @@ class FineTune(Healer):
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 10  # resumable snapshot every N steps (0 = never)
+    gradient_checkpointing: bool = False  # keep block inputs only, recompute the rest
+    max_epochs: float = 1.0  # passes over the healing text allowed (more tokens: an error)
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "seq_len"):
             if getattr(self, key) < 1:
                 raise LayerpruneError(f"healing.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.max_epochs > 0:
+            raise LayerpruneError(f"healing.max_epochs must be > 0, got {self.max_epochs}")
         if not self.lr > 0:
             raise LayerpruneError(f"healing.lr must be > 0, got {self.lr}")
         if self.schedule not in SCHEDULES:
@@ -97,6 +118,7 @@ class FineTune(Healer):
 
     def heal(self, job: JobState, data: torch.Tensor | HealingText):
         text = data if isinstance(data, HealingText) else HealingText(data, "tokens")
+        self.check_text(text)  # before anything is loaded
         model = self.student(job)
         self.prepare(job, text)
         resume = resume_folder(self, job, text.name)
@@ -106,6 +128,20 @@ class FineTune(Healer):
         result.evaluated = saved.pop("evaluated")
         result.saved = saved
         return model, result
+
+    def check_text(self, text: HealingText) -> None:
+        """The tokens asked for fit in ``max_epochs`` passes over ``text`` (module doc)."""
+        rows, seq_len = text.tokens.shape
+        per_step = self.batch_size * self.grad_accum
+        held, needed = rows * seq_len, self.steps * per_step * seq_len
+        if self.steps * per_step <= self.max_epochs * rows:
+            return
+        raise LayerpruneError(
+            f"healing={self.name} needs {needed:,} tokens (steps x batch x accumulation x "
+            f"seq_len); {text.name} holds {held:,} ({held / needed:.1%}): use a larger text "
+            f"source or allow repeated passes with healing.max_epochs="
+            f"{math.ceil(needed / held)}"
+        )
 
     def train(
         self,
@@ -117,11 +153,30 @@ class FineTune(Healer):
     ) -> HealResult:
         """Train ``model``'s trainable parameters for ``steps`` optimiser steps on ``text``
         (cycled in seeded random order, a new order per pass)."""
-        data = text.tokens
-        device = next(p.device for p in model.parameters())
+        self.check_text(text)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise LayerpruneError("healing has no trainable parameters")
+        half = float32_master(params)
+        try:
+            with checkpointing(model, self.gradient_checkpointing):
+                return self._loop(model, params, text.tokens, loss_csv, resume, seed, half)
+        finally:
+            for p, dtype in half.items():  # the master copy back to the model's dtype
+                p.data, p.grad = p.data.to(dtype), None
+
+    def _loop(
+        self,
+        model: torch.nn.Module,
+        params: list[torch.nn.Parameter],
+        data: torch.Tensor,
+        loss_csv: Path,
+        resume: Path | None,
+        seed: int,
+        half: dict[torch.nn.Parameter, torch.dtype],
+    ) -> HealResult:
+        device = next(p.device for p in model.parameters())  # where the input ids go
+        autocast = _autocast(device, half)
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         run = _Run(model, opt, self._scheduler(opt), [])
         sched, losses = run.sched, run.losses
@@ -130,11 +185,6 @@ class FineTune(Healer):
         gen = torch.Generator().manual_seed(seed)
         passes = math.ceil(self.steps * per_step / len(data))
         order = torch.cat([torch.randperm(len(data), generator=gen) for _ in range(passes)])
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
-            else torch.autocast("cpu", enabled=False)
-        )
         model.train()
         begin = time.perf_counter()
         bar = tqdm(
@@ -203,7 +253,7 @@ class FineTune(Healer):
 
     def training_identity(self) -> dict:
         """The settings that decide the trained weights (the resume key's part)."""
-        out = {k: v for k, v in settings(self).items() if k not in NOT_TRAINING}
+        out = {k: v for k, v in keyed(settings(self)).items() if k not in NOT_TRAINING}
         if self.schedule == "constant":
             out.pop("steps")  # a longer run passes through every shorter one
         return {"class": f"{type(self).__module__}.{type(self).__name__}", **out}
@@ -223,6 +273,49 @@ def resume_folder(healer: FineTune, job: JobState, text: str) -> Path:
     }
     text_key = json.dumps(described, sort_keys=True, default=str)
     return paths.home() / "heal" / hashlib.sha256(text_key.encode()).hexdigest()[:20]
+
+
+def float32_master(params: list[torch.nn.Parameter]) -> dict[torch.nn.Parameter, torch.dtype]:
+    """Cast the half-precision ones of ``params`` to float32 in place (the master copy they
+    train as); return them with the dtype to cast back to."""
+    half = {p: p.dtype for p in params if p.dtype in HALF}
+    for p in half:
+        p.data = p.data.float()
+    return half
+
+
+def _autocast(device: torch.device, half: dict[torch.nn.Parameter, torch.dtype]):
+    """bf16 autocast on CUDA; on CPU, float32 unless a float32 master copy trains beside
+    frozen half-precision weights (then their dtype, so that the two meet in matmuls)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if half:
+        return torch.autocast("cpu", dtype=next(iter(half.values())))
+    return torch.autocast("cpu", enabled=False)
+
+
+@contextmanager
+def checkpointing(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Gradient checkpointing of ``model``'s blocks (non-reentrant) while the block runs."""
+    if not on:
+        yield
+        return
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    if not getattr(hf, "supports_gradient_checkpointing", False):
+        raise LayerpruneError(
+            f"{type(hf).__name__} does not support gradient checkpointing: "
+            "set healing.gradient_checkpointing=false"
+        )
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x
+        hf.activation_checkpointing_enable({"use_reentrant": False})
+        off = hf.activation_checkpointing_disable
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        off = hf.gradient_checkpointing_disable
+    try:
+        yield
+    finally:
+        off()
 
 
 @dataclass
@@ -251,6 +344,8 @@ def _snapshot(path: Path, run: _Run, step: int) -> None:
         "losses": run.losses,
         "rng": torch.get_rng_state(),
     }
+    if torch.cuda.is_available():  # dropout on CUDA draws from each device's generator
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic.write_bytes(path, buf.getvalue())  # a kill never leaves half a snapshot
@@ -293,9 +388,24 @@ def _restore(folder: Path, steps: int, run: _Run) -> int:
         run.sched.load_state_dict(state["scheduler"])
         run.losses[:] = [tuple(x) if len(x) == 4 else (*x, {}) for x in state["losses"]]
         torch.set_rng_state(state["rng"])
+        _restore_cuda_rng(state.get("cuda_rng"))  # absent from older snapshots
         log.info("healing resumes at step %d of %d (%s)", step, steps, path)
         return step
     return 0
+
+
+def _restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
+    """Each CUDA device's generator as snapshotted, when this machine has as many devices."""
+    if states is None or not torch.cuda.is_available():
+        return
+    if len(states) != torch.cuda.device_count():
+        log.warning(
+            "the snapshot holds %d CUDA RNG states, this machine %d devices: CUDA RNG not restored",
+            len(states),
+            torch.cuda.device_count(),
+        )
+        return
+    torch.cuda.set_rng_state_all(states)
 
 
 def _write_losses(path: Path, losses: list[tuple]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -96,8 +96,11 @@ def _is_sublayer_checkpoint(folder: Path | None) -> bool:
     return "layerprune_sublayer_names" in json.loads((folder / "config.json").read_text())
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load the model ``cfg`` describes, in eval mode, on its device, with a pad token set."""
+def load_model(cfg: ModelConfig, **overrides) -> LoadedModel:
+    """Load the model ``cfg`` describes, in eval mode, on its device, with a pad token set.
+    ``overrides`` replace fields of ``cfg`` (``load_in_4bit=True``: the KD teacher in nf4)."""
+    if overrides:
+        cfg = replace(cfg, **overrides)
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     device = resolve_device(cfg.device) if cfg.device_map is None else torch.device("cuda")
