@@ -119,9 +119,10 @@ def test_cache_computes_once_even_when_racing(tmp_path):
 
 
 def test_scan_key_depends_on_tokens_model_and_dtype():
-    key = cache_mod.scan_key("m", "float32", [[1, 2, 3]], {})
-    assert key == cache_mod.scan_key("m", "float32", [[1, 2, 3]], {})
-    assert key != cache_mod.scan_key("m", "float32", [[1, 2, 4]], {})
-    assert key != cache_mod.scan_key("m", "float32", [[1, 2], [3]], {})
-    assert key != cache_mod.scan_key("m2", "float32", [[1, 2, 3]], {})
-    assert key != cache_mod.scan_key("m", "bfloat16", [[1, 2, 3]], {})
+    m = {"base": "m", "dtype": "float32"}  # LoadedModel.cache_key()
+    key = cache_mod.scan_key(m, [[1, 2, 3]], {})
+    assert key == cache_mod.scan_key(m, [[1, 2, 3]], {})
+    assert key != cache_mod.scan_key(m, [[1, 2, 4]], {})
+    assert key != cache_mod.scan_key(m, [[1, 2], [3]], {})
+    assert key != cache_mod.scan_key({**m, "base": "m2"}, [[1, 2, 3]], {})
+    assert key != cache_mod.scan_key({**m, "dtype": "bfloat16"}, [[1, 2, 3]], {})

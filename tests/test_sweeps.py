@@ -185,3 +185,28 @@ def test_stored_job_gets_its_figures_and_a_single_run_shows_the_unpruned_model(t
     assert "   unpruned " in second.stdout  # from the store: no third job
     assert (tmp_path / "b" / "distance_heatmap.png").read_bytes() == heatmap
     assert len(list((tmp_path / "outputs" / "runs").glob("*/results.json"))) == 2
+
+
+def test_slurm_launcher_resources_and_requeue_are_config():
+    """GPUs, memory, time and requeue-on-timeout are keys of the plugin's own schema (a
+    misspelled key fails to compose) with the values conf/hydra/launcher/slurm.yaml sets."""
+    launcher = compose(["hydra/launcher=slurm"], hydra=True).hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    got = {k: launcher[k] for k in ("nodes", "gpus_per_node", "mem_gb", "timeout_min")}
+    assert got == {"nodes": 1, "gpus_per_node": 1, "mem_gb": 64, "timeout_min": 720}
+    assert (launcher.max_num_timeout, launcher.signal_delay_s) == (3, 300)
+    over = ["hydra.launcher.gpus_per_node=4", "hydra.launcher.max_num_timeout=0"]
+    launcher = compose(["hydra/launcher=slurm", *over], hydra=True).hydra.launcher
+    assert (launcher.gpus_per_node, launcher.max_num_timeout) == (4, 0)
+
+
+def test_70b_example_takes_a_node_of_eight_gpus_per_job():
+    cfg = compose(["experiment=gromov_70b_slurm"], hydra=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (1, 8, 1)
+    assert launcher.max_num_timeout > 0 and launcher.mem_gb >= 512
+    checked = validate(compose(["experiment=gromov_70b_slurm", "healing=qlora_gromov"]))
+    assert (checked.model.name, checked.model.device_map) == ("llama-2-70b", "auto")
+    assert checked.calibration.source.value == "hub"  # 256 x 1024 tokens: more than offline
+    assert len(sweep_points("gromov_70b_slurm")) == 16

@@ -2,11 +2,16 @@
 
 Everything that other jobs may read concurrently (asset cache, scan cache, results) is written
 through here: write to a temporary sibling, then ``os.replace``/``rename`` it into place.
+
+``cache_lock`` is the one lock every cache takes while it computes an entry (scan, search,
+teacher top-k, request cache): an flock where the filesystem has it, else (some network and
+cluster filesystems, or ``LAYERPRUNE_LOCK=soft``) a lock file made with ``O_EXCL``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -14,6 +19,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import BaseFileLock, FileLock, SoftFileLock
+
+from layerprune.errors import LayerpruneError
+
+LOCK_KINDS = ("auto", "flock", "soft")
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -67,3 +78,41 @@ def directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cache_lock(path: Path | str) -> BaseFileLock:
+    """The lock of a cache entry: ``<path>.lock``, of the kind ``lock_kind`` picks."""
+    lock = f"{path}.lock"
+    soft = lock_kind(Path(lock).parent) == "soft"
+    return SoftFileLock(lock) if soft else FileLock(lock)
+
+
+def lock_kind(folder: Path) -> str:
+    """``flock`` or ``soft``: ``$LAYERPRUNE_LOCK`` when set to one of them, else ``flock``
+    where ``folder``'s filesystem supports it (probed once per folder)."""
+    wanted = os.environ.get("LAYERPRUNE_LOCK", "auto")
+    if wanted not in LOCK_KINDS:
+        raise LayerpruneError(f"LAYERPRUNE_LOCK={wanted!r}: expected one of {LOCK_KINDS}")
+    if wanted != "auto":
+        return wanted
+    return "flock" if _flock_works(str(Path(folder).absolute())) else "soft"
+
+
+@functools.cache
+def _flock_works(folder: str) -> bool:
+    """Whether an exclusive flock can be taken on a file in ``folder``."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: filelock's FileLock uses its own (working) locks
+        return True
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".flock-probe.", dir=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    except OSError:  # ENOLCK, EOPNOTSUPP, ENOSYS ...: no flock here
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(probe)

@@ -35,6 +35,10 @@ def _main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         checked = validate(cfg)
+        if multirun:  # parallel jobs (joblib) one per GPU: job k on cuda:(k mod #GPUs)
+            from layerprune.models.load import pinned_device
+
+            checked.model.device = pinned_device(checked.model.device, hydra_cfg.job.num)
         preflight(checked, out_dir)  # tasks, fraction, model files, writable folders: no load yet
         resolved = OmegaConf.to_container(cfg, resolve=True)
         run_job(checked, resolved, out_dir, multirun, list(hydra_cfg.overrides.task))

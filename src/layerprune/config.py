@@ -39,6 +39,7 @@ class DType(str, Enum):
 class TextSource(str, Enum):
     c4 = "c4"  # offline C4 documents (asset "text")
     wiki = "wiki"  # offline Wikipedia articles (asset "text")
+    hub = "hub"  # a Hub text dataset (or a local folder in the Hub layout): the ``hub`` block
 
 
 class DataSource(str, Enum):
@@ -99,6 +100,103 @@ class ModelConfig:
 
 
 @dataclass
+class HubRange:
+    """Which documents of a Hub dataset one use reads: ``take`` rows of ``split`` after the
+    first ``skip`` (streamed in the dataset's order)."""
+
+    split: str = "train"
+    skip: int = 0
+    take: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.skip < 0 or self.take < 1:
+            raise LayerpruneError(f"hub range {self.split}: skip >= 0 and take >= 1 required")
+
+    def overlaps(self, other: HubRange) -> bool:
+        """Whether the two ranges share a document."""
+        return (
+            self.split == other.split
+            and self.skip < other.skip + other.take
+            and other.skip < self.skip + self.take
+        )
+
+
+@dataclass
+class HubText:
+    """A Hub text dataset read with ``datasets`` streaming (``load_dataset(path, name,
+    split=..., streaming=True)``): a Hub id, or a local folder in the Hub layout. Each use
+    (calibration, healing, evaluation) reads its own range; ranges must be disjoint."""
+
+    path: str = MISSING  # e.g. allenai/c4
+    name: str | None = None  # the dataset config, e.g. en
+    text_field: str = "text"
+    label: str = ""  # short name for metrics and logs (empty: hub-<last part of path>)
+    calibration: HubRange = field(default_factory=HubRange)
+    healing: HubRange = field(default_factory=lambda: HubRange(skip=1000, take=100_000))
+    evaluation: HubRange = field(default_factory=lambda: HubRange(split="validation"))
+
+    def __post_init__(self) -> None:
+        uses = [(u.value, getattr(self, u.value)) for u in TextSplit]
+        for i, (a, ra) in enumerate(uses):
+            for b, rb in uses[i + 1 :]:
+                if ra.overlaps(rb):
+                    raise LayerpruneError(
+                        f"hub text {self.path}: the {a} and {b} ranges overlap in split "
+                        f"{ra.split!r}; give them disjoint skip/take ranges or different splits"
+                    )
+
+    def range(self, use: TextSplit) -> HubRange:
+        return getattr(self, TextSplit(use).value)
+
+
+# text settings added after run-store keys were in use: at these values a job computes what it
+# did before they existed, so they are left out of its key (``keyed_text``)
+TEXT_KEYED_WHEN_SET: dict[str, Any] = {"allow_fewer": False, "hub": None}
+
+
+def keyed_text(job: dict[str, Any]) -> dict[str, Any]:
+    """A resolved job config as the run store keys it: calibration and perplexity entries
+    without the ``TEXT_KEYED_WHEN_SET`` settings at those values (the rest untouched)."""
+
+    def strip(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        unset = object()
+        return {k: v for k, v in node.items() if TEXT_KEYED_WHEN_SET.get(k, unset) != v}
+
+    out = {**job, "calibration": strip(job.get("calibration"))} if "calibration" in job else job
+    bench = out.get("benchmark")
+    if isinstance(bench, dict) and isinstance(bench.get("perplexity"), list):
+        out = {**out, "benchmark": {**bench, "perplexity": [strip(p) for p in bench["perplexity"]]}}
+    return out
+
+
+def check_text_disjoint(calibration: CalibrationConfig, perplexity: list[PerplexityConfig]) -> None:
+    """The held-out text of a perplexity entry on the calibration's Hub dataset must miss the
+    calibration and healing ranges (offline splits are disjoint by construction)."""
+    ours = calibration.hub
+    for p in perplexity:
+        if ours is None or p.hub is None or (p.hub.path, p.hub.name) != (ours.path, ours.name):
+            continue
+        for use in (TextSplit.calibration, TextSplit.healing):
+            if p.hub.evaluation.overlaps(ours.range(use)):
+                raise LayerpruneError(
+                    f"perplexity on {ours.path} reads documents of the calibration's {use.value} "
+                    "range; give perplexity.hub.evaluation a disjoint skip/take or split"
+                )
+
+
+def _check_hub(where: str, source: TextSource, hub: HubText | None) -> None:
+    """``source: hub`` needs a ``hub`` block, and a ``hub`` block is read only with it."""
+    if source == TextSource.hub and hub is None:
+        raise LayerpruneError(f"{where}.source=hub needs a {where}.hub block (path, name, ...)")
+    if source != TextSource.hub and hub is not None:
+        raise LayerpruneError(
+            f"{where}.hub is set but {where}.source={source.value}; set {where}.source=hub"
+        )
+
+
+@dataclass
 class CalibrationConfig:
     """Text for the scan (and, from its ``healing`` split, for healing)."""
 
@@ -108,12 +206,17 @@ class CalibrationConfig:
     seq_len: int = 256
     batch_size: int = 8
     seed: int = 0
+    # fewer sequences than num_sequences when the text holds fewer (else an error); the
+    # number used is logged and kept with the scan
+    allow_fewer: bool = False
+    hub: HubText | None = None  # the dataset when source=hub
 
     def __post_init__(self) -> None:
         self.source, self.split = TextSource(self.source), TextSplit(self.split)
         for key in ("num_sequences", "seq_len", "batch_size"):
             if getattr(self, key) < 1:
                 raise LayerpruneError(f"calibration.{key} must be >= 1, got {getattr(self, key)}")
+        _check_hub("calibration", self.source, self.hub)
 
 
 class TokenReduction(str, Enum):
@@ -143,9 +246,11 @@ class PerplexityConfig:
     stride: int = 512  # < context_length scores each window's last ``stride`` tokens only
     max_tokens: int = 16384  # 0 = the whole split
     batch_size: int = 4
+    hub: HubText | None = None  # the dataset when source=hub (its evaluation range)
 
     def __post_init__(self) -> None:
         self.source, self.split = TextSource(self.source), TextSplit(self.split)
+        _check_hub("perplexity", self.source, self.hub)
         if not 1 <= self.stride <= self.context_length:
             raise LayerpruneError(
                 f"perplexity stride {self.stride} must be in [1, context_length="
@@ -250,6 +355,7 @@ class Config:
             name, reduction = method.default_metric
             self.metric = MetricConfig(name, TokenReduction(reduction))
         method.check_metric(self.metric.name)
+        check_text_disjoint(self.calibration, self.benchmark.perplexity)
 
 
 def register() -> None:

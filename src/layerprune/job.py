@@ -56,10 +56,7 @@ class JobState:
         same."""
         lm, plan = self.lm, self.plan
         return {
-            "base": lm.identity,
-            "dtype": str(lm.dtype),
-            "device": lm.device.type,
-            "load_in_4bit": lm.load_in_4bit,
+            **lm.numbers(),  # base weights, dtype, quantisation, device kind
             "removed_blocks": sorted(plan.removed_blocks),
             "removed_attention": sorted(plan.removed_attention),
             "removed_mlp": sorted(plan.removed_mlp),

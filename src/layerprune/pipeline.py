@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from layerprune.config import Config
+from layerprune.data.text import Text
 from layerprune.job import JobState
 from layerprune.results import Results
 from layerprune.stages import Evaluate, Heal, Load, Prune, Select, Speed, Stage
@@ -30,7 +31,7 @@ def stages(cfg: Config) -> list[Stage]:
         Load(),
         Select(cfg.pruning_method, cfg.metric, cfg.calibration, cfg.model.name),
         Prune(save=cfg.save_checkpoint or healer.wants_checkpoint()),
-        Heal(healer, cfg.calibration.source),
+        Heal(healer, Text(cfg.calibration.source, cfg.calibration.hub)),
         Evaluate(cfg.benchmark, cfg.scorer),
         Speed(cfg.speed),
     ]

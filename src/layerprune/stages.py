@@ -17,8 +17,8 @@ if TYPE_CHECKING:
         CalibrationConfig,
         MetricConfig,
         SpeedConfig,
-        TextSource,
     )
+    from layerprune.data.text import Text
     from layerprune.evaluate.scorers import Scorer
     from layerprune.heal.base import Healer
     from layerprune.job import JobState
@@ -124,19 +124,18 @@ class Heal:
     """The healer on the ``healing`` split of ``text`` (disjoint from every evaluated text)."""
 
     healer: Healer
-    text: TextSource
+    text: Text  # the calibration's source (offline or Hub): its healing documents
     name: ClassVar[str] = "heal"
 
     def run(self, job: JobState) -> None:
         if not self.healer.active:
             return
         from layerprune.data.packing import pack
-        from layerprune.data.text import load_documents
         from layerprune.heal.base import HealingText
 
-        name, text = f"{self.text.value}/healing", None
+        name, text = self.text.name("healing"), None
         if self.healer.needs_text:
-            docs = load_documents(self.text.value, "healing")
+            docs = self.text.documents("healing")
             text = HealingText(pack(job.lm.tokenizer, docs, self.healer.seq_len, job.seed), name)
         job.model, result = self.healer.heal(job, text)
         job.healing = result.to_dict()

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from layerprune.config import keyed_text
 from layerprune.errors import LayerpruneError
 from layerprune.integrity import quarantine
 from layerprune.results import Results, ResultsVersionError
@@ -34,6 +35,7 @@ def job_key(resolved: dict[str, Any]) -> str:
     job = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY}
     if isinstance(job.get("healing"), dict):
         job["healing"] = keyed(job["healing"])
+    job = keyed_text(job)  # calibration / perplexity text settings at their old values
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

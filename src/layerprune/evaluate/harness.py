@@ -18,9 +18,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from layerprune import paths
+from layerprune.atomic import cache_lock
 from layerprune.errors import LayerpruneError
 from layerprune.evaluate.request_cache import check_database
 
@@ -156,7 +155,7 @@ def evaluate_tasks(
             log.info("evaluating %s (%d-shot, limit %s, %s)", name, shots, limit, type(lm).__name__)
             start, before = time.perf_counter(), lm.model_requests
             # one writer per database: parallel jobs evaluating the same model take turns
-            with FileLock(f"{cache}.lock") if cache else nullcontext():
+            with cache_lock(cache) if cache else nullcontext():
                 if cache:
                     check_database(cache)
                 out = simple_evaluate(

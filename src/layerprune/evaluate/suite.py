@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from layerprune.config import BenchmarkConfig, PerplexityConfig
-from layerprune.data.text import load_documents
+from layerprune.data.text import Text
 from layerprune.evaluate.harness import evaluate_tasks
 from layerprune.evaluate.perplexity import Windows, perplexity, token_stream
 from layerprune.evaluate.scorers import Scorer
@@ -56,8 +56,9 @@ def evaluate_suite(
 def _loss(model: torch.nn.Module, tokenizer, p: PerplexityConfig, timings: dict) -> dict:
     """Loss / perplexity on held-out text (``<source>/loss`` ...); its time into ``timings``."""
     start = time.perf_counter()
-    name = p.source.value
-    ids = token_stream(tokenizer, load_documents(name, p.split.value), p.max_tokens)
+    text = Text(p.source, p.hub)
+    name = text.label
+    ids = token_stream(tokenizer, text.documents(p.split), p.max_tokens)
     r = perplexity(model, ids, Windows(p.context_length, p.stride, p.batch_size), desc=name)
     words = len(tokenizer.decode(ids).split())
     timings[f"eval_{name}_s"] = round(time.perf_counter() - start, 3)

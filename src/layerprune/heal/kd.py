@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from tqdm.auto import tqdm
 
 from layerprune import atomic, paths
@@ -210,8 +209,7 @@ def teacher_topk(
     h = hashlib.sha256(tokens.numpy().tobytes())
     described = {
         "v": TOPK_VERSION,
-        "base": job.lm.identity,
-        "dtype": str(job.lm.dtype),
+        **job.lm.cache_key(),
         "shape": list(tokens.shape),
         "T": temperature,
         "k": k,
@@ -221,7 +219,7 @@ def teacher_topk(
     h.update(json.dumps(described, sort_keys=True).encode())
     path = paths.home() / "teacher" / f"topk-{h.hexdigest()[:24]}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with atomic.cache_lock(path):
         stored = read_or_quarantine(path, partial(_read_topk, shape=[*tokens.shape, k]))
         if stored is not None:
             log.info("teacher top-%d: from the cache (%s)", k, path)

@@ -263,9 +263,8 @@ def resume_folder(healer: FineTune, job: JobState, text: str) -> Path:
     """``$LAYERPRUNE_HOME/heal/<key>``: the key names what is trained (module doc)."""
     lm, plan = job.lm, job.plan
     described = {
-        "base": lm.identity,
-        "dtype": str(lm.dtype),
-        "load_in_4bit": lm.load_in_4bit,
+        **lm.cache_key(),
+        "load_in_4bit": lm.load_in_4bit,  # keyed here (False too) before cache_key existed
         "removed": [plan.removed_blocks, plan.removed_attention, plan.removed_mlp],
         "healer": healer.training_identity(),
         "text": text,

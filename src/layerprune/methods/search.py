@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-from filelock import FileLock
 from tqdm.auto import tqdm
 
 from layerprune import atomic, paths
-from layerprune.data.packing import pack
-from layerprune.data.text import load_documents
-from layerprune.errors import LayerpruneError
+from layerprune.atomic import cache_lock
+from layerprune.data.calibration import packed_sequences
+from layerprune.data.text import Text
 from layerprune.integrity import read_or_quarantine
 from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
 from layerprune.models.adapter import BlockAdapter, output_logits
@@ -277,12 +276,10 @@ def greedy_order(
 
 
 def calibration_tokens(lm: LoadedModel, c: CalibrationConfig) -> torch.Tensor:
-    """``[num_sequences, seq_len]`` packed calibration tokens (documents joined with EOS)."""
-    source, split = c.source.value, c.split.value
-    seqs = pack(lm.tokenizer, load_documents(source, split), c.seq_len, c.seed)[: c.num_sequences]
-    if len(seqs) < c.num_sequences:
-        raise LayerpruneError(f"{source}/{split} holds only {len(seqs)} sequences of {c.seq_len}")
-    return seqs
+    """``[num_sequences, seq_len]`` packed calibration tokens (documents joined with EOS);
+    fewer is an error naming what the text holds, unless ``calibration.allow_fewer``."""
+    text = Text(c.source, c.hub)
+    return packed_sequences(lm.tokenizer, text.documents(c.split), c, text.name(c.split))
 
 
 def calibration_batches(lm: LoadedModel, c: CalibrationConfig) -> list[torch.Tensor]:
@@ -315,10 +312,10 @@ def cached_search(
     """``(stored, hit)``: a stored order of at least ``need`` entries (None: any stored one),
     or ``search.run()`` stored and returned."""
     seqs = calibration_tokens(lm, calibration)
-    key = scan_key(lm.identity, str(lm.dtype), seqs.tolist(), search.key)
+    key = scan_key(lm.cache_key(), seqs.tolist(), search.key)
     path = paths.scan_cache_dir() / f"{search.name}-{key}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with cache_lock(path):
         stored = read_or_quarantine(path, _read_order)
         if stored is not None and (need is None or len(stored["order"]) >= need):
             return stored, True

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +31,26 @@ class LoadedModel:
     dtype: torch.dtype
     load_in_4bit: bool = False
 
+    def numbers(self) -> dict[str, Any]:
+        """What decides the numbers this model computes: its weights, dtype, quantisation
+        and device kind. Every cache of computed numbers keys by it (``cache_key``)."""
+        return {
+            "base": self.identity,
+            "dtype": str(self.dtype),
+            "load_in_4bit": self.load_in_4bit,
+            "device": self.device.type,
+        }
+
+    def cache_key(self) -> dict[str, Any]:
+        """``numbers()`` without the values every cache key had before quantisation and device
+        were keyed (not 4-bit, CPU), so the entries made then still match."""
+        out = self.numbers()
+        if not out["load_in_4bit"]:
+            del out["load_in_4bit"]
+        if out["device"] == "cpu":
+            del out["device"]
+        return out
+
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU."""
@@ -37,6 +59,16 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LayerpruneError(f"model.device={device} but CUDA is not available")
     return torch.device(device)
+
+
+def pinned_device(device: str, job_num: int | None) -> str:
+    """A sweep's job ``k`` on a machine with several GPUs: ``auto`` becomes
+    ``cuda:(k mod #GPUs)``, so parallel jobs (the joblib launcher) spread one per GPU instead
+    of all on cuda:0. Anything else (one GPU, no GPU, a named device) is left as it is."""
+    if device != "auto" or job_num is None or not torch.cuda.is_available():
+        return device
+    count = torch.cuda.device_count()
+    return f"cuda:{job_num % count}" if count > 1 else device
 
 
 def resolve_dtype(dtype: DType, device: torch.device) -> torch.dtype:
@@ -122,6 +154,8 @@ def load_model(cfg: ModelConfig, **overrides) -> LoadedModel:
             kwargs["revision"] = cfg.revision
         if cfg.device_map:
             kwargs["device_map"] = cfg.device_map
+        elif cfg.load_in_4bit:  # quantised as loaded, onto the job's device (no .to() later)
+            kwargs["device_map"] = {"": str(device)}
         if cfg.load_in_4bit:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -158,7 +192,8 @@ def count_parameters(model: torch.nn.Module) -> int:
     """Parameters actually held: a tensor stored once counts once, whether tied as one
     ``Parameter`` (``parameters()`` already yields it once) or as two ``Parameter`` objects
     over the same storage. Two equal copies in separate storage count twice: they are held
-    twice (see ``embeddings_tied``)."""
+    twice (see ``embeddings_tied``). A 4-bit weight counts its model's weights, not its
+    packed bytes (``weights_held``)."""
     seen: set = set()
     total = 0
     for p in model.parameters():
@@ -166,8 +201,15 @@ def count_parameters(model: torch.nn.Module) -> int:
         key = (p.device, ptr, p.dtype, tuple(p.shape), tuple(p.stride())) if ptr else id(p)
         if key not in seen:
             seen.add(key)
-            total += p.numel()
+            total += weights_held(p)
     return total
+
+
+def weights_held(p: torch.Tensor) -> int:
+    """The model's weights in ``p``: for a bitsandbytes 4-bit parameter (two weights packed
+    per byte) the shape its quant state keeps, else ``numel``."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return math.prod(shape) if shape is not None else p.numel()
 
 
 def embeddings_tied(model: torch.nn.Module) -> bool:

@@ -1,8 +1,8 @@
 """Scan cache: one scan per (model weights, dtype, calibration tokens, scan code) content hash.
 
 Every job of a sweep over fractions, methods and metrics asks for the same key and all but the
-first read the file. A file lock per key makes racing jobs compute it once; the write is a
-temp file + rename, so a reader never sees half a scan.
+first read the file. A file lock per key (``atomic.cache_lock``) makes racing jobs compute it
+once; the write is a temp file + rename, so a reader never sees half a scan.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-from filelock import FileLock
 
 from layerprune import atomic, paths
 from layerprune.integrity import read_or_quarantine
@@ -23,10 +23,12 @@ from layerprune.scan.residual import Scan
 SCAN_VERSION = 1  # bump when the scan's arithmetic changes: old entries stop matching
 
 
-def scan_key(model_identity: str, dtype: str, sequences: list[list[int]], extra: dict) -> str:
-    """sha256 over everything that determines the scan, including the exact token ids."""
+def scan_key(model: dict[str, Any], sequences: list[list[int]], extra: dict) -> str:
+    """sha256 over everything that determines the scan: the model's numbers (weights, dtype,
+    quantisation, device: ``LoadedModel.cache_key``), the exact token ids and ``extra``."""
     h = hashlib.sha256()
-    head = {"v": SCAN_VERSION, "model": model_identity, "dtype": dtype, **extra}
+    model = dict(model)
+    head = {"v": SCAN_VERSION, "model": model.pop("base"), **model, **extra}
     h.update(json.dumps(head, sort_keys=True).encode())
     for seq in sequences:
         h.update(torch.tensor(seq, dtype=torch.int64).numpy().tobytes())
@@ -41,7 +43,7 @@ def cached_scan(
     folder = folder or paths.scan_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.pt"
-    with FileLock(str(path) + ".lock"):
+    with atomic.cache_lock(path):
         load = lambda p: Scan.from_dict(torch.load(p, weights_only=True))  # noqa: E731
         scan = read_or_quarantine(path, load)
         if scan is not None:
