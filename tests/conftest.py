@@ -100,8 +100,9 @@ def smollm2():
 
 
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests skip where CUDA is absent (CI, these CPU machines)."""
-    if torch.cuda.is_available():
+    """``gpu`` tests skip where CUDA is absent (CI, these CPU machines), unless
+    ``LAYERPRUNE_TEST_DEVICE=cpu`` asks for their dry run on the CPU (``tests/test_gpu.py``)."""
+    if torch.cuda.is_available() or os.environ.get("LAYERPRUNE_TEST_DEVICE") == "cpu":
         return
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in items:

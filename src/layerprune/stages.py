@@ -172,8 +172,10 @@ class Evaluate:
 
 @dataclass
 class Speed:
-    """The pruned model against the unpruned one (loaded again), in this process
-    (``speed.py``); nothing to compare when nothing was removed."""
+    """The pruned model against the unpruned one (loaded again, placed as the job's model:
+    one device or a ``device_map`` split), in this process (``speed.py``: each model's memory
+    measured alone, per device); nothing to compare when nothing was removed. The unpruned
+    copy is freed afterwards (its GPU memory returned to the device)."""
 
     settings: SpeedConfig
     name: ClassVar[str] = "speed"
@@ -191,3 +193,16 @@ class Speed:
             files = [f for f in job.checkpoint.rglob("*") if f.is_file()]
             job.speed["pruned"]["checkpoint_bytes"] = sum(f.stat().st_size for f in files)
         del unpruned
+        _free_memory()
+
+
+def _free_memory() -> None:
+    """Return what freed models held: HF models hold reference cycles, and CUDA's caching
+    allocator keeps freed blocks until asked."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
