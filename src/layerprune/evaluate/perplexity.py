@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from layerprune.models.adapter import output_logits
+from layerprune.models.adapter import input_device, output_logits
 
 
 @dataclass
@@ -90,7 +90,7 @@ def perplexity(
     ``[batch, context, vocabulary]`` logits never exist whole (1 GB per 1,024-token window for
     Gemma3's 262k vocabulary); ``head_chunk=0`` computes them whole (the reference).
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     context_length, stride, batch_size = w.context_length, w.stride, w.batch_size
     spans = windows(len(ids), context_length, stride)
     total_nll, total_tokens = 0.0, 0
@@ -113,12 +113,19 @@ def _token_nll(model: torch.nn.Module, inputs: torch.Tensor, head_chunk: int) ->
     targets = inputs[:, 1:]
     if not head_chunk:
         logits = model(input_ids=inputs, use_cache=False).logits.float()
-        return -torch.log_softmax(logits[:, :-1], -1).gather(-1, targets[..., None]).squeeze(-1)
+        return _nll(logits[:, :-1], targets)
     hidden = model.get_decoder()(input_ids=inputs, use_cache=False).last_hidden_state[:, :-1]
     flat, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     rows = max(1, head_chunk // model.config.get_text_config().vocab_size)
     nll = torch.empty(flat.shape[0], dtype=torch.float32, device=flat.device)
     for s in range(0, flat.shape[0], rows):
-        logp = torch.log_softmax(output_logits(model, flat[s : s + rows]).float(), -1)
-        nll[s : s + rows] = -logp.gather(-1, flat_targets[s : s + rows, None]).squeeze(-1)
+        logits = output_logits(model, flat[s : s + rows])
+        nll[s : s + rows] = _nll(logits, flat_targets[s : s + rows])
     return nll.reshape(targets.shape)
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[target] per position, in float32, on the logits' device (a split
+    model's last GPU; the targets come from its inputs, on the first)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return -logp.gather(-1, targets.to(logp.device)[..., None]).squeeze(-1)

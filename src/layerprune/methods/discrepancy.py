@@ -45,7 +45,7 @@ def discrepancy_sum(metric: str, original: torch.Tensor, pruned: torch.Tensor) -
     For logit metrics ``original`` is already log-softmaxed (computed once); ``pruned`` is raw.
     Arithmetic runs in the inputs' precision, at least float32 (float64 inputs give float64),
     in row chunks so the vocabulary-sized temporaries stay in cache; per-position values are
-    accumulated in float64.
+    accumulated in float64 on the inputs' device (a GPU's: no CPU tensor meets them).
     """
     dtype = torch.promote_types(torch.promote_types(original.dtype, pruned.dtype), torch.float32)
     if metric in ON_LOGITS:
@@ -53,7 +53,7 @@ def discrepancy_sum(metric: str, original: torch.Tensor, pruned: torch.Tensor) -
         logp = original.reshape(-1, vocab)
         logits = pruned.reshape(-1, vocab)
         rows = max(1, _CHUNK_ELEMENTS // vocab)
-        total = torch.zeros((), dtype=torch.float64)
+        total = torch.zeros((), dtype=torch.float64, device=logp.device)
         for s in range(0, logp.shape[0], rows):
             chunk = _logit_metric(
                 metric, logp[s : s + rows].to(dtype), logits[s : s + rows].to(dtype)

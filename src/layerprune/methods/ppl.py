@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,13 +53,23 @@ class PerplexityEvaluator(FastEvaluator):
         """Mean next-token negative log-likelihood over every calibration position."""
         total, count = 0.0, 0
         for ids, final in zip(self.batches, finals, strict=True):
-            hidden = final[:, :-1].reshape(-1, final.shape[-1])
-            targets = ids[:, 1:].reshape(-1)
-            for s in range(0, targets.numel(), HEAD_ROWS):
-                logits = self._head(hidden[s : s + HEAD_ROWS]).float()
-                total += F.cross_entropy(logits, targets[s : s + HEAD_ROWS], reduction="sum")
-            count += targets.numel()
+            for loss in next_token_losses(self._head, final, ids):
+                total += loss
+            count += ids[:, 1:].numel()
         return float(total) / count
+
+
+def next_token_losses(head, final: torch.Tensor, ids: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Summed next-token cross-entropy, per chunk of ``HEAD_ROWS`` positions, of final hidden
+    states ``[B, T, H]`` through ``head`` (to logits) against tokens ``ids`` ``[B, T]``: 0-dim,
+    on the logits' device (a split model's last GPU; the tokens are moved there from the
+    first)."""
+    hidden = final[:, :-1].reshape(-1, final.shape[-1])
+    targets = ids[:, 1:].reshape(-1)
+    for s in range(0, targets.numel(), HEAD_ROWS):
+        logits = head(hidden[s : s + HEAD_ROWS]).float()
+        chunk = targets[s : s + HEAD_ROWS].to(logits.device)
+        yield F.cross_entropy(logits, chunk, reduction="sum")
 
 
 def perplexity_search(lm, calibration, mode: str, count: int) -> Search:

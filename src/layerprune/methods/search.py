@@ -36,7 +36,7 @@ from layerprune.data.calibration import packed_sequences
 from layerprune.data.text import Text
 from layerprune.integrity import read_or_quarantine
 from layerprune.methods.discrepancy import ON_HIDDEN, discrepancy_sum, units
-from layerprune.models.adapter import BlockAdapter, output_logits
+from layerprune.models.adapter import BlockAdapter, input_device, output_logits
 from layerprune.scan.cache import scan_key
 from layerprune.scan.residual import block_output
 from layerprune.surgery.skip import skip_sublayers
@@ -156,7 +156,10 @@ class FastEvaluator(_Base):
     """Removed sublayers cost nothing; a candidate at block i starts from the cached x(i)."""
 
     def __init__(self, model, adapter, batches, metric):
-        model = copy.deepcopy(model)  # stand-ins are swapped into this copy, never the caller's
+        # stand-ins are swapped into a copy of the modules, never the caller's; the weights
+        # are shared, not copied (a model that fills its GPUs has no room for a second one)
+        weights = {id(t): t for t in (*model.parameters(), *model.buffers())}
+        model = copy.deepcopy(model, memo=weights)
         super().__init__(model, adapter, batches, metric)
         self.skipped: set[tuple[str, int]] = set()
         self.inputs: list[list[torch.Tensor]] = []  # [block][batch] residual entering the block
@@ -283,9 +286,11 @@ def calibration_tokens(lm: LoadedModel, c: CalibrationConfig) -> torch.Tensor:
 
 
 def calibration_batches(lm: LoadedModel, c: CalibrationConfig) -> list[torch.Tensor]:
-    """The calibration tokens in batches of ``c.batch_size``, on the model's device."""
+    """The calibration tokens in batches of ``c.batch_size``, where the model's inputs go (its
+    input embedding's device: the first GPU of a split model)."""
     seqs = calibration_tokens(lm, c)
-    return [seqs[i : i + c.batch_size].to(lm.device) for i in range(0, len(seqs), c.batch_size)]
+    device = input_device(lm.model)
+    return [seqs[i : i + c.batch_size].to(device) for i in range(0, len(seqs), c.batch_size)]
 
 
 def _read_order(path) -> dict[str, Any]:

@@ -102,6 +102,12 @@ class BlockAdapter:
         config.num_hidden_layers = len(kept)
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where the model's input ids go: its input embedding's device (the first GPU of a model
+    split over several with ``device_map``; its outputs come out of the last one)."""
+    return model.get_input_embeddings().weight.device
+
+
 def output_logits(
     model: nn.Module, final_hidden: torch.Tensor, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -112,9 +118,13 @@ def output_logits(
     ``out``: a ``[positions, vocabulary]`` buffer to write into (the same values: the head's
     own matmul, the cap in place), used when the head is a bias-free ``nn.Linear``; callers
     that run the head often keep one, as a fresh output of hundreds of MB costs more in page
-    faults than the log-softmax after it."""
+    faults than the log-softmax after it.
+
+    The logits are made on the head's device (``final_hidden`` is moved there: the final
+    norm and the head may sit on different GPUs of a split model)."""
     head = model.get_output_embeddings()
     cap = getattr(model.config, "final_logit_softcapping", None)
+    final_hidden = final_hidden.to(head.weight.device)
     if out is not None and type(head) is nn.Linear and head.bias is None:
         logits = torch.matmul(final_hidden, head.weight.t(), out=out)
         return logits.div_(cap).tanh_().mul_(cap) if cap else logits

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from layerprune.data.calibration import Batch
-from layerprune.models.adapter import BlockAdapter
+from layerprune.models.adapter import BlockAdapter, input_device
 
 METRICS = ("angular", "cosine", "l2")
 REDUCTIONS = ("last", "mean")
@@ -84,6 +84,22 @@ def pair_distances(gram: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def batch_sums(states: list[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch's sums of per-token distances, ``"<metric>/<reduction>"`` -> ``[S, S]``
+    (CPU float64): ``states`` x(0..L) as ``[B, T, H]``, each on the device its block ran on
+    (several GPUs for a model split with ``device_map``), ``mask`` ``[B, T]`` (1: real token).
+    Non-pad tokens are picked on each state's device and gathered on the mask's."""
+    keep = mask.bool()
+    x = torch.stack([s[keep.to(s.device)].to(mask.device).float() for s in states])  # [S, N, H]
+    gram = torch.einsum("jnh,knh->njk", x, x)
+    last_rows = mask.sum(1).cumsum(0) - 1  # row of each sequence's last real token
+    sums = {}
+    for metric, d in pair_distances(gram).items():
+        sums[f"{metric}/mean"] = d.sum(0).double().cpu()
+        sums[f"{metric}/last"] = d[last_rows].sum(0).double().cpu()
+    return sums
+
+
 def block_output(x) -> torch.Tensor:
     """A decoder block's hidden states, whether it returns a tensor or a tuple."""
     return x[0] if isinstance(x, tuple) else x
@@ -97,7 +113,7 @@ def scan_model(
     blocks = adapter.blocks(model)
     num_blocks = len(blocks)
     states: list[torch.Tensor | None] = [None] * (num_blocks + 1)
-    device = next(model.parameters()).device
+    device = input_device(model)
 
     def grab(i: int):
         def pre_hook(module, args, kwargs):
@@ -123,16 +139,10 @@ def scan_model(
             adapter.decoder(model)(
                 input_ids=batch.input_ids.to(device), attention_mask=mask, use_cache=False
             )
-            keep = mask.bool()
-            x = torch.stack([s[keep].float() for s in states])  # [S, N, H], non-pad tokens
-            gram = torch.einsum("jnh,knh->njk", x, x)
-            per_token = pair_distances(gram)
-            last_rows = mask.sum(1).cumsum(0) - 1  # row of each sequence's last real token
-            for metric, d in per_token.items():
-                sums[f"{metric}/mean"] += d.sum(0).double().cpu()
-                sums[f"{metric}/last"] += d[last_rows].sum(0).double().cpu()
-            n_tok += int(keep.sum())
-            n_seq += keep.shape[0]
+            for key, total in batch_sums(states, mask).items():
+                sums[key] += total
+            n_tok += int(mask.sum())
+            n_seq += mask.shape[0]
             states[:] = [None] * size
     finally:
         for h in handles:
