@@ -77,7 +77,10 @@ class ScoringProfile:
     - ``call_tokens``: what one more decoder call costs, in decoder positions (weighed against
       padding by ``prefix_plan.plan_batches``);
     - ``join_tokens``: a group joins the running chunk if that makes the others recompute at
-      most this many positions (``prefix_plan.plan_chunks``).
+      most this many positions (``prefix_plan.plan_chunks``);
+    - ``prefix_cache_bytes``: at most this many bytes of the shared prefix's KV cache copied to
+      the rows of one call (each row holds its own copy: rows x prefix length x KV bytes per
+      token; a call has fewer rows where the plan's would exceed it).
     """
 
     align: int = ALIGN
@@ -86,6 +89,7 @@ class ScoringProfile:
     batch_tokens: int = 1024
     call_tokens: int = 16
     join_tokens: int = 64
+    prefix_cache_bytes: int = 2 << 30
 
 
 PROFILES = {
@@ -94,7 +98,9 @@ PROFILES = {
     "cpu": ScoringProfile(),
     # not measured for rounding: no alignment gaps; a call is kernel launches, positions are
     # nearly free until the GPU is full
-    "cuda": ScoringProfile(align=0, batch_tokens=16384, call_tokens=1024),
+    "cuda": ScoringProfile(
+        align=0, batch_tokens=16384, call_tokens=1024, prefix_cache_bytes=8 << 30
+    ),
 }
 
 
@@ -137,6 +143,15 @@ def _mask_windows(config) -> dict[str | None, int | None]:
     if getattr(config, "use_sliding_window", True) is False:
         window = None
     return {None: window}
+
+
+def _cache_bytes(cache: DynamicCache) -> int:
+    """Bytes of the keys and values ``cache`` holds."""
+    return sum(
+        layer.keys.nbytes + layer.values.nbytes
+        for layer in cache.layers
+        if getattr(layer, "is_initialized", True) and layer.keys is not None
+    )
 
 
 def _expanded(cache: DynamicCache, rows: int) -> DynamicCache:
@@ -222,7 +237,8 @@ class SharedPrefixLM(CountingLM):
         """``[rows, vocab]`` views of the logits and log-probability buffers."""
         if self._buffers is None or self._buffers[0].shape[0] < rows:
             size = (max(rows, self.head_positions), vocab)
-            self._buffers = tuple(torch.empty(size, device=self.device) for _ in range(2))
+            device = _unwrap(self.model).get_output_embeddings().weight.device  # the logits'
+            self._buffers = tuple(torch.empty(size, device=device) for _ in range(2))
         return self._buffers[0][:rows], self._buffers[1][:rows]
 
     def _positions(self, start: torch.Tensor | int, rows: int, length: int) -> torch.Tensor:
@@ -300,8 +316,11 @@ class SharedPrefixLM(CountingLM):
         for chunk in plan_chunks(group_requests(reqs), pr.join_tokens):
             prefix.extend_to(chunk.prefix_tokens)
             rows = [pack(g, chunk.prefix, pr.align, pr.align_min) for g in chunk.groups]
+            # rows per call whose copies of the prefix cache fit ``prefix_cache_bytes``
+            most = max(1, pr.prefix_cache_bytes // max(1, _cache_bytes(prefix.cache)))
             for part in plan_batches(rows, pr.batch_tokens, pr.call_tokens):
-                self._run_rows(chunk.prefix, part, prefix.cache, head)
+                for s in range(0, len(part), most):
+                    self._run_rows(chunk.prefix, part[s : s + most], prefix.cache, head)
         head.flush()
         bar.close()
         for (request_str, _, _), answer in zip(requests, results, strict=True):
@@ -324,7 +343,7 @@ class SharedPrefixLM(CountingLM):
             at = [k for start, length, _ in r.runs[1:] for k in range(start, start + length)]
             local = {k: j for j, k in enumerate(at)}  # row index -> index among ``at``
             head.add(
-                hidden[i, torch.tensor(at, device=self.device)],
+                hidden[i, torch.tensor(at, device=hidden.device)],
                 [([local[k] for k in path], reqs) for path, reqs in r.options],
             )
 
