@@ -337,6 +337,7 @@ class Config:
     save_checkpoint: bool = False  # save the pruned model (HF folder + pruning_plan.json)
     store_dir: str = "outputs/runs"  # run store: finished jobs by config hash
     force: bool = False  # rerun a job even if the store has it
+    memory_check: bool = True  # preflight stops a job whose predicted peak exceeds the device
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction < 1.0:

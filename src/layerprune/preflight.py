@@ -2,7 +2,8 @@
 in the CLI's up-front check; sweeps: at the start of each job): every task exists (offline:
 the asset cache mirrors it; hub: lm-eval knows its name), the fraction leaves a block, the
 model folder's JSON files parse, the folders the job writes (run store, outputs, the cache
-home) are writable, and a checkpoint to be saved fits on the disk. The model's block count
+home) are writable, a checkpoint to be saved fits on the disk, and no stage's predicted peak
+memory exceeds the device (``check_memory``: the ``memory`` package, nothing loaded). The model's block count
 comes from its config.json (no weights are read)."""
 
 from __future__ import annotations
@@ -34,6 +35,61 @@ def preflight(cfg: Config, out_dir: Path | None = None) -> None:
         check_writable(folder, what)
     if cfg.save_checkpoint or cfg.healing.wants_checkpoint():
         check_space(cfg.model, out)
+    if cfg.memory_check:
+        check_memory(cfg)
+
+
+# a stage stops the job only when its predicted peak exceeds the device by this factor: the
+# memory model is within 15% of measured peaks, so a job near the edge is let run
+MEMORY_SLACK = 1.10
+
+
+def check_memory(cfg: Config) -> None:
+    """Stop a job whose predicted peak for some stage exceeds the device's memory (CUDA: each
+    GPU's total, all visible GPUs for a split model; CPU: available RAM), before anything is
+    loaded, naming the stage, the predicted and the available GB and a setting that fits
+    (``memory/``). ``memory_check=false`` skips it; a model whose shapes are unknown without
+    the Hub is not checked."""
+    key = repr(cfg)
+    if key not in _MEMORY_CHECKED:  # a single run is checked twice (cli.precheck, the job)
+        _MEMORY_CHECKED[key] = _memory_problem(cfg)
+    if _MEMORY_CHECKED[key]:
+        raise LayerpruneError(_MEMORY_CHECKED[key])
+
+
+_MEMORY_CHECKED: dict[str, str | None] = {}
+
+
+def _memory_problem(cfg: Config) -> str | None:
+    """The one-line reason the job cannot fit its device, or None (``check_memory``)."""
+    import torch
+
+    from layerprune.memory.advice import advise, target_of
+    from layerprune.memory.devices import local_cpu, local_cuda
+    from layerprune.memory.predict import upper_bound
+    from layerprune.models.load import resolve_device
+
+    try:
+        if cfg.model.device_map and torch.cuda.is_available():
+            device = local_cuda(list(range(torch.cuda.device_count())))
+        elif cfg.model.device_map:
+            device = local_cpu()  # accelerate's "auto" without a GPU: all on the CPU
+        else:
+            where = resolve_device(cfg.model.device)
+            device = local_cuda([where.index or 0]) if where.type == "cuda" else local_cpu()
+        if upper_bound(cfg, target_of(cfg, device)) <= device.usable / 2:
+            return None  # fits easily: no need for the exact model
+        v = next((v for v in advise(cfg, device, MEMORY_SLACK) if not v.fits), None)
+    except LayerpruneError as e:
+        log.info("memory not checked: %s", e)
+        return None
+    if v is None:
+        return None
+    return (
+        f"the {v.peak.stage} stage needs about {v.peak.per_device / 1e9:.1f} GB (predicted, "
+        f"{cfg.model.name}), more than the {device.describe()}: {v.fix} "
+        "(layerprune-memory shows every stage; memory_check=false skips this check)"
+    )
 
 
 def check_writable(folder: Path, what: str) -> None:

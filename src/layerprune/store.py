@@ -23,7 +23,7 @@ from layerprune.results import Results, ResultsVersionError
 log = logging.getLogger("layerprune")
 
 # keys that change where or how a job is reported, not what it computes
-NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking")
+NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking", "memory_check")
 FIGURES = ("*.png", "*.pdf")  # a job folder's figures, kept beside its results
 
 
