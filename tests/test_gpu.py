@@ -52,7 +52,7 @@ pytestmark = pytest.mark.gpu
 DRY = os.environ.get("LAYERPRUNE_TEST_DEVICE") == "cpu"
 GPU = "cpu" if DRY else "cuda:0"  # the dry run maps cuda:0 to the CPU
 ON_CUDA = not DRY
-CUT = 6  # the split: blocks 0-5 of 8 on the GPU, the rest on the CPU
+CUT = 0.75  # the split: the first 3/4 of the blocks on the GPU (6 of 8), the rest on the CPU
 PLACEMENTS = ["one", "split"]
 PLAN = PruningPlan("x", removed_blocks=[6], removed_attention=[0, 3], removed_mlp=[4])
 # bf16 against float32; measured on the CPU dry run: losses 1e-4 to 2e-4 of ~5.6 nats,
@@ -94,20 +94,21 @@ def devices(placement: str) -> list[str]:
     return list(dict.fromkeys([GPU] if placement == "one" else [GPU, "cpu"]))
 
 
-def place(lm: LoadedModel, placement: str) -> LoadedModel:
-    """``one``: ``lm`` as loaded (on the GPU); ``split``: module doc."""
+def place(lm: LoadedModel, placement: str, gpu: str = GPU) -> LoadedModel:
+    """``one``: ``lm`` as loaded (on the GPU); ``split``: module doc (``benchmarks/
+    speed_memory.py`` splits a SmolLM2-sized model so too)."""
     if placement == "one":
         return lm
     from accelerate import dispatch_model
 
     n = len(lm.adapter.blocks(lm.model))
-    device_map = {"model.embed_tokens": GPU, "model.rotary_emb": GPU}
-    device_map |= {f"model.layers.{i}": GPU if i < CUT else "cpu" for i in range(n)}
+    device_map = {"model.embed_tokens": gpu, "model.rotary_emb": gpu}
+    device_map |= {f"model.layers.{i}": gpu if i < CUT * n else "cpu" for i in range(n)}
     device_map |= {"model.norm": "cpu", "lm_head": "cpu"}
     skip = list(getattr(lm.model, "_skip_keys_device_placement", None) or [])
     # hooks even where the map names one device (the dry run): the same code runs
     dispatch_model(lm.model, device_map, main_device="cpu", skip_keys=skip, force_hooks=True)
-    return dataclasses.replace(lm, device=torch.device(GPU))
+    return dataclasses.replace(lm, device=torch.device(gpu))
 
 
 def tiny(**shape) -> object:
@@ -320,7 +321,7 @@ def test_kd_trains_the_student_from_the_placed_teacher(jobs, placement):
     assert not lora_weights(teacher.model)  # the teacher is untouched
     assert not any(p.requires_grad for p in teacher.model.parameters())
     assert block_devices(teacher) == (
-        [GPU] * CUT + ["cpu"] * 2 if placement == "split" else [GPU] * 8
+        [GPU] * 6 + ["cpu"] * 2 if placement == "split" else [GPU] * 8
     )
 
 
@@ -484,7 +485,7 @@ def test_bf16_pruned_model_stays_close_to_float32():
 
 def test_the_split_runs_each_part_where_it_is():
     lm = placed_model("split")
-    assert block_devices(lm) == [GPU] * CUT + ["cpu"] * 2
+    assert block_devices(lm) == [GPU] * 6 + ["cpu"] * 2
     assert str(lm.model.get_output_embeddings().weight.device) == "cpu"
     assert lm.device == torch.device(GPU) == next(lm.model.parameters()).device
     ref = reference_model()
