@@ -116,7 +116,7 @@ class _FromData(TorchFunctionMode):
         kwargs = kwargs or {}
         device = kwargs.get("device")
         if func in (torch.tensor, torch.as_tensor) and _is_gpu(device):
-            return GPUTensor(func(*args, **{**kwargs, "device": CPU}), torch.device(device))
+            return _as_gpu(func(*args, **{**kwargs, "device": CPU}), torch.device(device))
         return func(*args, **kwargs)
 
 
@@ -220,9 +220,16 @@ def _wrap(outputs, devices: list[torch.device] | torch.device, inputs: list):
         device = devices if isinstance(devices, torch.device) else devices[next(n)]
         if id(o) in same and same[id(o)].device == device:
             return same[id(o)]
-        return GPUTensor(o, device) if _is_gpu(device) else o
+        return _as_gpu(o, device) if _is_gpu(device) else o
 
     return _map(wrap, outputs)
+
+
+def _as_gpu(t: torch.Tensor, device: torch.device) -> GPUTensor:
+    """``t`` said to be on ``device``; an inference tensor exactly where ``t`` is one (a view
+    of a normal tensor made in inference mode is normal, any view of an inference one is not)."""
+    with torch.inference_mode(t.is_inference()):
+        return GPUTensor(t, device)
 
 
 def _run(func, args, kwargs):
@@ -263,4 +270,4 @@ def _index(func, t, index, *value):
         _unwrap(t)[real] = _unwrap(value[0])
         return None
     out = _unwrap(t)[real]
-    return GPUTensor(out, t.device) if isinstance(t, GPUTensor) else out
+    return _as_gpu(out, t.device) if isinstance(t, GPUTensor) else out
