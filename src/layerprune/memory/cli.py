@@ -4,6 +4,7 @@ the job ``layerprune [overrides...]`` would run, whether it fits, and what would
     layerprune-memory model=llama-2-7b healing=qlora_gromov experiment=gromov_mmlu device=a100-80gb
     layerprune-memory model=llama-2-70b device=a100-80gb gpus=8
     layerprune-memory --readme          # the README's table (7B-70B x one / eight A100-80GB)
+    layerprune-memory --readme model=llama-2-70b   # its rows for one model
 
 ``device`` is a named device (``devices.NAMED``; default: this machine's CPU RAM, or its GPUs),
 ``gpus`` how many (the model is split over them when ``model.device_map`` is set; with
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 
 from layerprune.errors import LayerpruneError
 
@@ -88,42 +90,37 @@ def report(cfg, device) -> str:
     return "\n".join(lines)
 
 
-def readme_rows(models: list[str] = README_MODELS, device_name: str = "a100-80gb") -> str:
-    """The README table: per model, recipe (default job / the paper's QLoRA recipe with
-    256 x 1024 calibration) and weights (bf16 / nf4), each stage's peak in GB on one A100-80GB
-    and per GPU over eight (``device_map=auto``); ``!`` marks a peak that does not fit. The
-    search column is FinerCut's (``calibration=wiki``: 10 x 256)."""
+def readme_rows(models: list[str] = README_MODELS, device_name: str = "a100-80gb") -> Iterator[str]:
+    """The README table, row by row: per model, recipe (the default job / the paper's QLoRA
+    recipe with 256 x 1024 calibration) and weights (bf16 / nf4), each stage's peak in GB on
+    one GPU / per GPU over eight (``model.device_map=auto``); ``!`` marks a peak that does not
+    fit one ``device_name``. The search column is FinerCut's (``calibration=wiki``: 10 x 256)."""
     from layerprune.memory import devices
-    from layerprune.memory.predict import Target, predict
+    from layerprune.memory.predict import Predictor, Target, predict
 
-    one = devices.named(device_name)
-    head = "| model | recipe | weights | " + " | ".join(STAGES) + " |"
-    rows = [head, "|" + "---|" * (3 + len(STAGES))]
+    usable, eight = devices.named(device_name).usable, Target("cuda", 8)
+    yield "| model | recipe | weights | " + " | ".join(STAGES) + " |"
+    yield "|" + "---|" * (3 + len(STAGES))
     for model in models:
         for recipe, extra in RECIPES.items():
             for weights in ("bf16", "nf4"):
                 quant = ["model.load_in_4bit=true"] if weights == "nf4" else []
-                base = [f"model={model}", *extra, *quant]
-                cfg = compose([*base, "model.device_map=auto"])
-                peaks = {p.stage: p for p in predict(cfg, Target("cuda", 8))}
-                search = compose(
-                    [*base, "model.device_map=auto", "pruning_method=finercut", "calibration=wiki"]
-                )
-                peaks["search"] = next(
-                    p for p in predict(search, Target("cuda", 8)) if p.stage == "search"
-                )
+                split = [f"model={model}", *quant, "model.device_map=auto"]
+                peaks = {p.stage: p for p in predict(compose([*split, *extra]), eight)}
+                finercut = compose([*split, "pruning_method=finercut", "calibration=wiki"])
+                peaks["search"] = Predictor(finercut, eight).stage("search")
                 cells = []
                 for stage in STAGES:
                     p = peaks.get(stage)
                     if p is None:
                         cells.append("-")
                         continue
-                    single, eight = p.bytes, p.on(8)
-                    mark1 = "" if single <= one.usable else "!"
-                    mark8 = "" if eight <= one.usable else "!"
-                    cells.append(f"{gb(single)}{mark1} / {gb(eight)}{mark8}")
-                rows.append(f"| {model} | {recipe} | {weights} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+                    one, per = p.bytes, p.on(8)
+                    cells.append(
+                        f"{gb(one)}{'' if one <= usable else '!'} / "
+                        f"{gb(per)}{'' if per <= usable else '!'}"
+                    )
+                yield f"| {model} | {recipe} | {weights} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:
@@ -132,7 +129,9 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         if "--readme" in argv:
-            print(readme_rows())
+            models = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
+            for row in readme_rows(models or README_MODELS):
+                print(row, flush=True)
             return
         if argv and argv[0] in ("-h", "--help"):
             print(__doc__)

@@ -120,6 +120,9 @@ def pruned_meta(model: torch.nn.Module, kept: list[int], attn_gone: list[int]) -
     return out
 
 
+_SIMS: dict[tuple, int] = {}  # simulated peaks by (part, config): ``Predictor.sim``
+
+
 class Predictor:
     """The stages of one job (``predict``)."""
 
@@ -130,6 +133,11 @@ class Predictor:
         self.model, self.shapes = model_and_shapes(cfg.model, self.dtype)
         self.kept, self.attn_gone = kept_blocks(cfg, self.shapes)
         self.gpus = target.gpus if cfg.model.device_map else 1
+        self._sim_key = (
+            repr(dataclasses.replace(cfg.model, load_in_4bit=False)),
+            repr(cfg),
+            target.kind,
+        )
         self.full = weight_bytes(self.shapes, self.four_bit)
         self.pruned = weight_bytes(self.shapes, self.four_bit, self.kept) - sum(
             self.shapes.attention_bytes[i] for i in self.attn_gone
@@ -146,10 +154,17 @@ class Predictor:
         peak.per_device = peak.on(self.gpus)
         return peak
 
-    def sim(self, fn) -> int:
-        """Bytes ``fn`` allocates at its peak, run on the meta device."""
+    def sim(self, fn, part: str = "") -> int:
+        """Bytes ``fn`` allocates at its peak, run on the meta device; with ``part`` (what is
+        run), remembered for configs that differ only in the weights' storage (nf4 runs the
+        same code in the compute dtype)."""
+        key = (part, self._sim_key) if part else None
+        if key in _SIMS:
+            return _SIMS[key]
         with meta_run() as run:
             fn()
+        if key:
+            _SIMS[key] = run.peak
         return run.peak
 
     def _pruned_model(self) -> torch.nn.Module:
@@ -181,7 +196,7 @@ class Predictor:
 
             ids = tokens(min(c.batch_size, c.num_sequences), c.seq_len)
             batch = [Batch(ids, torch.ones_like(ids))]
-            work = self.sim(lambda: scan_model(model, adapter, batch, progress=False))
+            work = self.sim(lambda: scan_model(model, adapter, batch, progress=False), "scan")
             return self.peak("scan", {"weights": self.full}, {"scan": work + self._dequant()})
         return self.peak("search", {"weights": self.full}, {"search": self._search(count)})
 
@@ -212,7 +227,7 @@ class Predictor:
             ev.scores(cands[:2])
             ev.commit(cands[0])
 
-        return self.sim(run) + self._dequant()
+        return self.sim(run, "search") + self._dequant()
 
     def heal(self) -> StagePeak | None:
         healer = self.cfg.healing
@@ -236,33 +251,32 @@ class Predictor:
             rows = healer.steps * healer.batch_size * healer.grad_accum
             resident["teacher top-k (float32 + int32)"] = rows * healer.seq_len * k * 8
         if self.target.kind == "cuda":  # AdamW's foreach step: one more copy of the states
-            work["foreach step"] = self._trainable_bytes
+            work["foreach step"] = self._trainable()
         train = self.peak("heal", resident, work)
         # after training (``finish``): the LoRA model merged into a deep copy, teacher freed
         merged = getattr(healer, "eval_merged", False) or getattr(healer, "merge", False)
         if name in ("LoRA", "KD") and merged and getattr(healer, "trainable", "lora") == "lora":
             copies = {"pruned weights": self.pruned, "merged copy": self.pruned}
-            finish = self.peak("heal", copies, {"LoRA weights": self._trainable_bytes})
+            finish = self.peak("heal", copies, {"LoRA weights": self._trainable()})
             return max(train, finish, key=lambda p: p.bytes)
         return train
 
     def _train_step(self, healer, quant: bool) -> int:
         """Two optimiser steps of the healer's own training loop on the meta pruned model
         (student, LoRA, checkpointing, loss, backward, clipping, AdamW), LoRA weights, grads
-        and optimiser states included; the trainable bytes are kept for the foreach term."""
+        and optimiser states included."""
         from layerprune.heal.base import HealingText
 
         steps = 2
         h = dataclasses.replace(healer, steps=steps, warmup_steps=1, checkpoint_every=0)
         rows = steps * h.batch_size * h.grad_accum
         text = HealingText(torch.zeros(rows, h.seq_len, dtype=torch.long), "meta")
-        self._trainable_bytes = 0
+        pruned = self._pruned_model()  # resident before the stage: counted apart
+        if type(healer).__name__ == "QLoRA":
+            _kbit_cast(pruned)  # counted apart too (the stage's resident parts)
 
         def run() -> None:
-            student = self.make_student(h)
-            self._trainable_bytes = sum(
-                p.numel() * p.element_size() for p in student.parameters() if p.requires_grad
-            )
+            student = self.make_student(h, pruned)
             if getattr(h, "needs_teacher", False):
                 h._kept = list(range(len(self.kept)))
                 h._teacher, h._topk = None, None
@@ -277,7 +291,12 @@ class Predictor:
             with tempfile.TemporaryDirectory() as tmp:
                 h.train(student, text, Path(tmp) / "loss.csv", None, 0)
 
-        return self.sim(run)
+        return self.sim(run, "heal")
+
+    def _trainable(self) -> int:
+        """Bytes of the healer's trainable parameters."""
+        student = self._student(self.cfg.healing)
+        return sum(p.numel() * p.element_size() for p in student.parameters() if p.requires_grad)
 
     def evaluate(self) -> StagePeak:
         healer = self.cfg.healing
@@ -322,16 +341,13 @@ class Predictor:
             self._student_model = self.make_student(healer)
         return self._student_model
 
-    def make_student(self, healer) -> torch.nn.Module:
+    def make_student(self, healer, model: torch.nn.Module | None = None) -> torch.nn.Module:
         """The healer's trainable model on a meta copy of the pruned model; QLoRA's 4-bit
         base as its compute-dtype stand-in, with the parameters ``prepare_model_for_kbit_
         training`` casts to float32 (all but the block linears) cast."""
-        model = self._pruned_model()
+        model = model if model is not None else self._pruned_model()
         if type(healer).__name__ == "QLoRA":
-            for n, p in model.named_parameters():
-                if not _in_block_linear(model, n):
-                    p.data = p.data.float()
-            return healer._lora(model)
+            return healer._lora(_kbit_cast(model))
         adapter = BlockAdapter.for_model(model)
         job = SimpleNamespace(lm=SimpleNamespace(model=model, adapter=adapter), model=model)
         return healer.student(job)
@@ -340,7 +356,9 @@ class Predictor:
         from layerprune.evaluate.perplexity import HEAD_CHUNK, _token_nll
 
         ids = tokens(p.batch_size, p.context_length)
-        return self.sim(lambda: torch.no_grad()(_token_nll)(model, ids, HEAD_CHUNK))
+        return self.sim(
+            lambda: torch.no_grad()(_token_nll)(model, ids, HEAD_CHUNK), f"ppl {tuple(ids.shape)}"
+        )
 
     def _head_buffers(self) -> int:
         """The shared scorer's float32 logits and log-probability buffers, kept between calls,
@@ -379,7 +397,7 @@ class Predictor:
             with torch.inference_mode():
                 decoder(input_ids=ids, use_cache=True)
 
-        return self.sim(run) + rows * prefix * kv
+        return self.sim(run, "scorer") + rows * prefix * kv
 
     def speed(self) -> StagePeak | None:
         s = self.cfg.speed
@@ -393,10 +411,10 @@ class Predictor:
         kv = self.shapes.kv_bytes_per_token
         for b in s.prefill_batches:
             ids = tokens(b, s.prefill_length)
-            work = max(work, self.sim(lambda ids=ids: _prefill(self.model, ids)))
+            work = max(work, self.sim(lambda ids=ids: _prefill(self.model, ids), f"prefill {b}"))
         for b in s.decode_batches:
             ids = tokens(b, s.prompt_length)
-            step = self.sim(lambda ids=ids: _prefill(self.model, ids))
+            step = self.sim(lambda ids=ids: _prefill(self.model, ids), f"prompt {b}")
             work = max(work, step + b * (s.prompt_length + s.new_tokens) * kv)
         return self.peak("speed", resident, {"prefill / decode": work + self._dequant()})
 
@@ -417,6 +435,15 @@ class Predictor:
 def _prefill(model, ids) -> None:
     with torch.inference_mode():
         model(input_ids=ids, use_cache=True, logits_to_keep=1)
+
+
+def _kbit_cast(model: torch.nn.Module) -> torch.nn.Module:
+    """What ``prepare_model_for_kbit_training`` does to a 4-bit model's other parameters:
+    float32 (a no-op for those already float32)."""
+    for n, p in model.named_parameters():
+        if not _in_block_linear(model, n):
+            p.data = p.data.float()
+    return model
 
 
 def _linear(m: torch.nn.Module) -> bool:
