@@ -10,7 +10,10 @@ import copy
 import pytest
 import torch
 from accelerate import dispatch_model
+from omegaconf import OmegaConf
 
+from layerprune import paths, pipeline
+from layerprune.config import validate
 from layerprune.data.calibration import batches
 from layerprune.evaluate.perplexity import Windows, perplexity
 from layerprune.evaluate.shared_prefix import CountingLM, SharedPrefixLM
@@ -20,7 +23,7 @@ from layerprune.methods.ppl import PerplexityEvaluator
 from layerprune.methods.search import FastEvaluator, candidates
 from layerprune.models.load import load_model
 from layerprune.scan.residual import scan_model
-from tests.conftest import tiny_config
+from tests.conftest import compose, needs_assets, tiny_config
 from tests.fake_gpus import FakeGPUs, on_gpu
 
 LAYERS = 4
@@ -56,6 +59,14 @@ def on_gpus(request):
             finally:
                 torch.__future__.set_overwrite_module_params_on_conversion(False)
         yield cpu, model
+
+
+def _split(lm):
+    """``lm`` (a ``LoadedModel``) dispatched over cuda:0 / cuda:1 (``_device_map``)."""
+    from dataclasses import replace
+
+    model = dispatch_model(lm.model, device_map=_device_map())
+    return replace(lm, model=model, device=torch.device("cuda:0"))
 
 
 def _ids(n: int = 1, t: int = 16, seed: int = 0) -> list[torch.Tensor]:
@@ -197,3 +208,42 @@ def test_fast_evaluator_shares_the_callers_weights():
     assert all(p is mine[name] for name, p in lm.model.named_parameters() if name in mine)
     assert len(mine) < len(dict(lm.model.named_parameters()))  # the stand-in holds none
     assert len(list(lm.adapter.attention(lm.model, 0).parameters())) > 0  # the caller's kept
+
+
+@pytest.mark.slow
+@needs_assets("text")
+def test_a_job_on_a_split_model(tmp_path, monkeypatch):
+    """A whole job on the split model (load, scan, select, prune, perplexity, record) gives
+    the CPU job's plan and numbers."""
+    import layerprune.models.load as load
+
+    monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans")
+    cfg = compose(
+        [
+            "model=tiny-llama",
+            f"model.random.num_hidden_layers={LAYERS}",
+            "pruning_method=deeper_layers",
+            "calibration=wiki",
+            "calibration.num_sequences=2",
+            "calibration.seq_len=32",
+            "benchmark=perplexity",
+            "benchmark.perplexity.0.max_tokens=256",
+            "benchmark.perplexity.0.context_length=64",
+            "benchmark.perplexity.0.stride=64",
+            "fraction=0.25",
+        ]
+    )
+
+    def job(name: str) -> dict:
+        out = pipeline.run(validate(cfg), OmegaConf.to_container(cfg), tmp_path / name)
+        return out.to_dict()
+
+    want = job("cpu")
+    monkeypatch.setattr(paths, "scan_cache_dir", lambda: tmp_path / "scans-gpu")
+    loader = load.load_model
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: _split(loader(*a, **k)))
+    with FakeGPUs():
+        got = job("gpus")
+    assert got["plan"]["removed_blocks"] == want["plan"]["removed_blocks"]
+    assert got["metrics"]["wiki/tokens"] == want["metrics"]["wiki/tokens"]
+    assert got["metrics"]["wiki/loss"] == pytest.approx(want["metrics"]["wiki/loss"], rel=1e-5)
