@@ -247,3 +247,33 @@ def test_a_job_on_a_split_model(tmp_path, monkeypatch):
     assert got["plan"]["removed_blocks"] == want["plan"]["removed_blocks"]
     assert got["metrics"]["wiki/tokens"] == want["metrics"]["wiki/tokens"]
     assert got["metrics"]["wiki/loss"] == pytest.approx(want["metrics"]["wiki/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("topk", [0, 8])
+def test_kd_loss_student_split_teacher_on_another_gpu(on_gpus, topk):
+    """Distillation's loss with every part on (KL, CE and the hidden-state term; or the
+    teacher's cached top-k): the student split over cuda:0 / cuda:1 (or on cuda:0), the teacher
+    on cuda:1 alone, the text on the CPU. It equals the loss of the same models on the CPU."""
+    from layerprune.heal.kd import KD
+
+    cpu, student = on_gpus
+    teacher_cpu = load_model(tiny_config("llama", layers=LAYERS, seed=1)).model
+    batch, rows = _ids(1, t=12)[0], torch.tensor([0, 1])
+    kd = KD(ce_weight=0.5, hidden_weight=0.0 if topk else 0.25, teacher_topk=topk)
+    kd._kept, kd._topk = list(range(LAYERS)), None
+    if topk:
+        logits = teacher_cpu(input_ids=batch).logits.float()
+        kd._topk = tuple(x.detach() for x in torch.log_softmax(logits, -1).topk(topk, -1))
+        kd._teacher = None
+    with torch.no_grad():
+        kd._teacher = kd._teacher if topk else teacher_cpu
+        want, want_parts = kd.loss(cpu.model, batch, rows)
+        if not topk:
+            torch.__future__.set_overwrite_module_params_on_conversion(True)
+            try:
+                kd._teacher = copy.deepcopy(teacher_cpu).to("cuda:1")
+            finally:
+                torch.__future__.set_overwrite_module_params_on_conversion(False)
+        got, parts = kd.loss(student, on_gpu(batch, 0), rows)  # as the loop: on the input device
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    assert parts == pytest.approx(want_parts, rel=1e-5)

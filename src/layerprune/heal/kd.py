@@ -44,6 +44,7 @@ from layerprune.errors import LayerpruneError
 from layerprune.heal.base import HealingText
 from layerprune.heal.lora import LoRA, attach_partial, save_merged
 from layerprune.integrity import read_or_quarantine
+from layerprune.models.adapter import input_device
 
 if TYPE_CHECKING:
     from layerprune.job import JobState
@@ -61,7 +62,7 @@ def kd_loss(
 ) -> torch.Tensor:
     """T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the positions where
     ``mask`` is true (all when None). Logits ``[..., vocabulary]``; computed in float32."""
-    t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher.to(student.device).float() / temperature, dim=-1)
     s = F.log_softmax(student.float() / temperature, dim=-1)
     per_position = (t.exp() * (t - s)).sum(-1)
     return temperature**2 * _mean(per_position, mask)
@@ -85,7 +86,8 @@ def topk_kd_loss(
 def hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """Mean over pairs of |h_s - h_t|^2 / |h_t|^2 (scale-free across models and depths)."""
     terms = [
-        (s.float() - t.float()).pow(2).mean() / t.float().pow(2).mean().clamp_min(1e-12)
+        (s.float() - t.to(s.device).float()).pow(2).mean()
+        / t.to(s.device).float().pow(2).mean().clamp_min(1e-12)
         for s, t in zip(student, teacher, strict=True)
     ]
     return torch.stack(terms).mean()
@@ -94,7 +96,7 @@ def hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> tor
 def _mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return values.mean()
-    mask = mask.to(values.dtype)
+    mask = mask.to(values.device, values.dtype)
     return (values * mask).sum() / mask.sum().clamp_min(1)
 
 
@@ -160,15 +162,17 @@ class KD(LoRA):
         hidden = self.hidden_weight > 0
         out = model(input_ids=batch, output_hidden_states=hidden)
         if self._topk is not None:
-            logp, ids = (x[rows].to(batch.device) for x in self._topk)
+            logp, ids = (x[rows].to(out.logits.device) for x in self._topk)
             kd = topk_kd_loss(out.logits, logp, ids, self.temperature)
         else:
             with torch.no_grad():
-                t_out = self._teacher(input_ids=batch, output_hidden_states=hidden)
+                ids = batch.to(input_device(self._teacher))
+                t_out = self._teacher(input_ids=ids, output_hidden_states=hidden)
             kd = kd_loss(out.logits, t_out.logits, self.temperature)
         loss, parts = kd, {"kd": kd.item()}
         if self.ce_weight:
-            ce = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), batch[:, 1:].flatten())
+            targets = batch[:, 1:].flatten().to(out.logits.device)
+            ce = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), targets)
             loss = loss + self.ce_weight * ce
             parts["ce"] = ce.item()
         if hidden:
@@ -244,7 +248,7 @@ def _read_topk(path, shape: list[int]) -> dict:
 @torch.no_grad()
 def _compute_topk(teacher, tokens: torch.Tensor, temperature: float, k: int):
     """The teacher's top-k log-probabilities at T for every row of ``tokens`` (8 rows a call)."""
-    device, batch = next(teacher.parameters()).device, 8
+    device, batch = input_device(teacher), 8
     logps, idss, mass = [], [], 0.0
     for i in tqdm(range(0, len(tokens), batch), desc="teacher top-k", unit="batch"):
         logits = teacher(input_ids=tokens[i : i + batch].to(device)).logits.float()

@@ -50,6 +50,7 @@ from layerprune import atomic, paths
 from layerprune.errors import LayerpruneError
 from layerprune.heal.base import Healer, HealingText, HealResult, keyed
 from layerprune.integrity import read_or_quarantine
+from layerprune.models.adapter import input_device
 from layerprune.plugins import settings
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class FineTune(Healer):
         seed: int,
         half: dict[torch.nn.Parameter, torch.dtype],
     ) -> HealResult:
-        device = next(p.device for p in model.parameters())  # where the input ids go
+        device = input_device(model)  # where the input ids go (the first of a split)
         autocast = _autocast(device, half)
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         run = _Run(model, opt, self._scheduler(opt), [])
