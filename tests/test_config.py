@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from layerprune.cli import precheck
 from layerprune.config import Config, validate
 from layerprune.errors import LayerpruneError
-from tests.conftest import CONF_DIR, compose, have_asset
+from tests.conftest import CONF_DIR, compose, have_asset, needs_assets
 
 GROUPS = [
     "model",
@@ -144,3 +144,21 @@ def test_task_and_fraction_errors_come_before_any_model_loads(monkeypatch):
             precheck(["fraction=0.99"])
             == "fraction=0.99 removes 30 of 30: at least one must remain"
         )
+
+
+@needs_assets("text")
+def test_more_calibration_sequences_than_the_text_holds_stop_before_loading(monkeypatch):
+    """The block scan asks one document per sequence: 1,000 of the 144 offline C4 documents
+    is one line from the up-front check (nothing is loaded: the loader would fail), and
+    ``calibration.allow_fewer=true`` lets the job run on what there is."""
+    from layerprune.models import load
+
+    monkeypatch.setattr(load, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    error = precheck(["model=tiny-llama", "calibration.num_sequences=1000"])
+    assert error == (
+        "calibration.num_sequences=1000 but c4/calibration holds 144 documents; "
+        "lower calibration.num_sequences or set calibration.allow_fewer=true"
+    )
+    allowed = ["model=tiny-llama", "calibration.num_sequences=1000", "calibration.allow_fewer=true"]
+    assert precheck(allowed) is None
+    assert precheck(["model=tiny-llama", "calibration.num_sequences=1000", "fraction=0"]) is None

@@ -2,7 +2,7 @@
 in the CLI's up-front check; sweeps: at the start of each job): every task exists (offline:
 the asset cache mirrors it; hub: lm-eval knows its name), the fraction leaves a block, the
 model folder's JSON files parse, the folders the job writes (run store, outputs, the cache
-home) are writable, a checkpoint to be saved fits on the disk, and no stage's predicted peak
+home) are writable, a method's calibration text holds the sequences it asks for, a checkpoint to be saved fits on the disk, and no stage's predicted peak
 memory exceeds the device (``check_memory``: the ``memory`` package, nothing loaded). The model's block count
 comes from its config.json (no weights are read)."""
 
@@ -26,6 +26,7 @@ def preflight(cfg: Config, out_dir: Path | None = None) -> None:
     blocks = num_blocks(cfg.model)
     if blocks is not None:
         cfg.pruning_method.count(cfg.fraction, blocks)  # raises if nothing would remain
+    check_calibration_text(cfg, blocks)
     out = out_dir or Path("outputs")
     for folder, what in (
         (Path(cfg.store_dir), "store_dir"),
@@ -90,6 +91,20 @@ def _memory_problem(cfg: Config) -> str | None:
         f"{cfg.model.name}), more than the {device.describe()}: {v.fix} "
         "(layerprune-memory shows every stage; memory_check=false skips this check)"
     )
+
+
+def check_calibration_text(cfg: Config, blocks: int | None) -> None:
+    """A method that reads calibration text gets as many sequences as it asks for, or one line
+    saying what the text holds (``data.calibration.check_calibration``; without a tokenizer,
+    so the packed sequences of a search are counted when the search reads them)."""
+    method = cfg.pruning_method
+    if method.needs not in ("scan", "search") or cfg.fraction == 0:
+        return
+    if blocks is not None and method.count(cfg.fraction, blocks) == 0:
+        return
+    from layerprune.data.calibration import check_calibration
+
+    check_calibration(cfg.calibration, packed=method.needs == "search")
 
 
 def check_writable(folder: Path, what: str) -> None:

@@ -374,7 +374,7 @@ class Predictor:
     def _scorer(self, model) -> int:
         """One decoder call of the scorer: ``batch_tokens`` positions with their KV cache, on a
         few-shot prefix expanded to each row (an estimate: ``SHOT_TOKENS`` per shot,
-        ``SCORER_ROWS`` rows); stock: lm-eval's batch of full logits."""
+        ``SCORER_ROWS`` rows, as many copies as the profile's ``prefix_cache_bytes`` allow); stock: lm-eval's batch of full logits."""
         from layerprune.evaluate.shared_prefix import profile_for
 
         shots = max(t.num_fewshot for t in self.cfg.benchmark.tasks)
@@ -397,7 +397,9 @@ class Predictor:
             with torch.inference_mode():
                 decoder(input_ids=ids, use_cache=True)
 
-        return self.sim(run, "scorer") + rows * prefix * kv
+        # the prefix's KV copied to each row, at most ``prefix_cache_bytes`` of copies a call
+        copies = min(rows, max(1, prof.prefix_cache_bytes // max(1, prefix * kv)))
+        return self.sim(run, "scorer") + copies * prefix * kv
 
     def speed(self) -> StagePeak | None:
         s = self.cfg.speed
