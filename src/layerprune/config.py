@@ -149,28 +149,6 @@ class HubText:
         return getattr(self, TextSplit(use).value)
 
 
-# text settings added after run-store keys were in use: at these values a job computes what it
-# did before they existed, so they are left out of its key (``keyed_text``)
-TEXT_KEYED_WHEN_SET: dict[str, Any] = {"allow_fewer": False, "hub": None}
-
-
-def keyed_text(job: dict[str, Any]) -> dict[str, Any]:
-    """A resolved job config as the run store keys it: calibration and perplexity entries
-    without the ``TEXT_KEYED_WHEN_SET`` settings at those values (the rest untouched)."""
-
-    def strip(node: Any) -> Any:
-        if not isinstance(node, dict):
-            return node
-        unset = object()
-        return {k: v for k, v in node.items() if TEXT_KEYED_WHEN_SET.get(k, unset) != v}
-
-    out = {**job, "calibration": strip(job.get("calibration"))} if "calibration" in job else job
-    bench = out.get("benchmark")
-    if isinstance(bench, dict) and isinstance(bench.get("perplexity"), list):
-        out = {**out, "benchmark": {**bench, "perplexity": [strip(p) for p in bench["perplexity"]]}}
-    return out
-
-
 def check_text_disjoint(calibration: CalibrationConfig, perplexity: list[PerplexityConfig]) -> None:
     """The held-out text of a perplexity entry on the calibration's Hub dataset must miss the
     calibration and healing ranges (offline splits are disjoint by construction)."""

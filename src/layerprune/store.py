@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from layerprune.config import keyed_text
 from layerprune.errors import LayerpruneError
 from layerprune.integrity import quarantine
 from layerprune.results import Results, ResultsVersionError
@@ -27,16 +26,40 @@ NOT_IN_KEY = ("hydra", "force", "store_dir", "tracking", "memory_check")
 FIGURES = ("*.png", "*.pdf")  # a job folder's figures, kept beside its results
 
 
+# settings added after run-store keys were in use, at the value with which a job computes
+# what it computed before they existed: left out of the key at that value, so the keys made
+# before still name the same jobs ("*": every element of a list). The healer's own such
+# settings are ``heal.base.keyed``'s (its request-cache and resume keys use them too).
+ADDED_AT = {
+    "calibration.allow_fewer": False,
+    "calibration.hub": None,
+    "benchmark.perplexity.*.hub": None,
+}
+
+
 def job_key(resolved: dict[str, Any]) -> str:
-    """sha256 of the resolved job config, without ``NOT_IN_KEY`` (nor the healing settings
-    that cannot change the healed model: ``heal.base.keyed``)."""
+    """sha256 of the resolved job config, without ``NOT_IN_KEY``, the ``ADDED_AT`` settings at
+    those values, nor the healing settings that cannot change the healed model."""
     from layerprune.heal.base import keyed
 
     job = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY}
     if isinstance(job.get("healing"), dict):
         job["healing"] = keyed(job["healing"])
-    job = keyed_text(job)  # calibration / perplexity text settings at their old values
+    for path, value in ADDED_AT.items():
+        job = _without(job, path.split("."), value)
     return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _without(node: Any, path: list[str], value: Any) -> Any:
+    """``node`` without the key at ``path`` where it holds ``value``."""
+    head, rest = path[0], path[1:]
+    if head == "*" and isinstance(node, list):
+        return [_without(x, rest, value) for x in node]
+    if not isinstance(node, dict) or head not in node:
+        return node
+    if not rest:
+        return {k: v for k, v in node.items() if not (k == head and v == value)}
+    return {**node, head: _without(node[head], rest, value)}
 
 
 class RunStore:
