@@ -159,25 +159,44 @@ class FineTune(Healer):
         if not params:
             raise LayerpruneError("healing has no trainable parameters")
         half = float32_master(params)
+        autocast = _autocast(input_device(model), half)
+        data = text.tokens
         try:
             with checkpointing(model, self.gradient_checkpointing):
-                return self._loop(model, params, text.tokens, loss_csv, resume, seed, half)
+                run, start, seconds = self._loop(model, data, autocast, resume, seed)
+            if resume:
+                self._close(resume, run)  # the master copy, before it is cast back
         finally:
             for p, dtype in half.items():  # the master copy back to the model's dtype
                 p.data, p.grad = p.data.to(dtype), None
+        losses, per_step = run.losses, self.batch_size * self.grad_accum
+        _write_losses(loss_csv, losses)
+        own = (self.steps - start) * per_step * data.shape[1]
+        return HealResult(
+            method=self.name,
+            steps=self.steps,
+            tokens=self.steps * per_step * data.shape[1],
+            first_loss=losses[0][1] if losses else float("nan"),
+            last_loss=losses[-1][1] if losses else float("nan"),
+            seconds=round(seconds, 3),
+            trainable_params=sum(p.numel() for p in params),
+            resumed_from=start,
+            tokens_per_s=round(own / seconds, 2) if own and seconds > 0 else 0.0,
+            epochs=round(self.steps * per_step / len(data), 3),
+            last_parts={k: round(v, 6) for k, v in (losses[-1][3] if losses else {}).items()},
+        )
 
     def _loop(
         self,
         model: torch.nn.Module,
-        params: list[torch.nn.Parameter],
         data: torch.Tensor,
-        loss_csv: Path,
+        autocast,
         resume: Path | None,
         seed: int,
-        half: dict[torch.nn.Parameter, torch.dtype],
-    ) -> HealResult:
+    ) -> tuple[_Run, int, float]:
+        """The optimiser steps from where ``resume`` left off: ``(run, first step, seconds)``."""
         device = input_device(model)  # where the input ids go (the first of a split)
-        autocast = _autocast(device, half)
+        params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         run = _Run(model, opt, self._scheduler(opt), [])
         sched, losses = run.sched, run.losses
@@ -215,23 +234,7 @@ class FineTune(Healer):
                 _snapshot(resume / "latest.pt", run, step + 1)
         seconds = time.perf_counter() - begin
         model.eval()
-        _write_losses(loss_csv, losses)
-        if resume:
-            self._close(resume, run)
-        own = (self.steps - start) * per_step * data.shape[1]
-        return HealResult(
-            method=self.name,
-            steps=self.steps,
-            tokens=self.steps * per_step * data.shape[1],
-            first_loss=losses[0][1] if losses else float("nan"),
-            last_loss=losses[-1][1] if losses else float("nan"),
-            seconds=round(seconds, 3),
-            trainable_params=sum(p.numel() for p in params),
-            resumed_from=start,
-            tokens_per_s=round(own / seconds, 2) if own and seconds > 0 else 0.0,
-            epochs=round(self.steps * per_step / len(data), 3),
-            last_parts={k: round(v, 6) for k, v in (losses[-1][3] if losses else {}).items()},
-        )
+        return run, start, seconds
 
     def _scheduler(self, opt: torch.optim.Optimizer):
         from transformers import (

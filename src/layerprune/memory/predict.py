@@ -203,7 +203,7 @@ class Predictor:
     def _search(self, count: int) -> int:
         """The search evaluator: built (its deep copy, references and cached block inputs),
         then one greedy step's first candidates and a commit."""
-        from layerprune.methods.search import FastEvaluator, NaiveEvaluator, candidates
+        from layerprune.methods.search import candidates
 
         c, method = self.cfg.calibration, self.cfg.pruning_method
         sizes = [
@@ -215,14 +215,7 @@ class Predictor:
         metric = self.cfg.metric.name
 
         def run() -> None:
-            if method.name == "ppl":
-                from layerprune.methods.ppl import PerplexityEvaluator
-
-                ev = PerplexityEvaluator(self.model, adapter, batches)
-            elif getattr(method, "evaluator", "fast") == "naive":
-                ev = NaiveEvaluator(self.model, adapter, batches, metric)
-            else:
-                ev = FastEvaluator(self.model, adapter, batches, metric)
+            ev = method.search_evaluator(self.model, adapter, batches, metric)
             cands = candidates(self.shapes.blocks, granularity)
             ev.scores(cands[:2])
             ev.commit(cands[0])

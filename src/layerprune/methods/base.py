@@ -91,6 +91,11 @@ class PruningMethod(ABC):
     def plan(self, ctx: MethodContext) -> PruningPlan:
         """What to remove at ``ctx.fraction`` (original 0-based indices) and why."""
 
+    def search_evaluator(self, model, adapter, batches: list, metric: str):
+        """The evaluator this method's search scores candidates with (``needs = "search"``),
+        over ``batches`` of calibration tokens; also what the memory model runs."""
+        raise LayerpruneError(f"pruning_method={self.name} does not search")
+
     def make_plan(self, ctx: MethodContext, **chosen: Any) -> PruningPlan:
         """A plan of this method at ``ctx.fraction`` (``chosen``: ``removed_*``, ``scores``,
         ``metric``, ``num_candidates``, ``note``); n = 0 says it is the unpruned model."""

@@ -111,14 +111,16 @@ class FinerCut(PruningMethod):
         )
         return plan
 
+    def search_evaluator(self, model, adapter, batches: list, metric: str):
+        cls = FastEvaluator if self.evaluator == "fast" else NaiveEvaluator
+        return cls(model, adapter, batches, metric)
+
     def _search(self, ctx: MethodContext, depth: int) -> Search:
         metric = ctx.metric.name
 
         def run() -> dict:
-            cls = FastEvaluator if self.evaluator == "fast" else NaiveEvaluator
-            ev = cls(
-                ctx.lm.model, ctx.lm.adapter, calibration_batches(ctx.lm, ctx.calibration), metric
-            )
+            batches = calibration_batches(ctx.lm, ctx.calibration)
+            ev = self.search_evaluator(ctx.lm.model, ctx.lm.adapter, batches, metric)
             order = greedy_order(ev, candidates(ctx.num_blocks, self.granularity), depth)
             return {
                 "order": [(c.kind, c.block, d) for c, d in order],

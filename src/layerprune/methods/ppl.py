@@ -118,6 +118,9 @@ class Perplexity(PruningMethod):
         if self.mode not in ("one_shot", "iterative"):
             raise LayerpruneError(f"pruning_method.mode={self.mode!r}: one_shot or iterative")
 
+    def search_evaluator(self, model, adapter, batches: list, metric: str):
+        return PerplexityEvaluator(model, adapter, batches)
+
     def plan(self, ctx: MethodContext) -> PruningPlan:
         n = ctx.count
         depth = max(n, self.count(self.search_fraction, ctx.num_blocks))
