@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 
 from layerprune.errors import LayerpruneError
@@ -126,6 +127,7 @@ def readme_rows(models: list[str] = README_MODELS, device_name: str = "a100-80gb
 def main() -> None:
     """Console-script entry point."""
     logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecations
     argv = sys.argv[1:]
     try:
         if "--readme" in argv:

@@ -15,6 +15,8 @@ here): its output and log-sum-exp are new, the ``[T, T]`` scores never exist.
 from __future__ import annotations
 
 import contextlib
+import io
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -82,7 +84,14 @@ def meta_run() -> Iterator[MetaRun]:
     real = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = _fused_attention
     try:
-        with fx_config.patch(meta_nonzero_assume_all_nonzero=True), MetaRun() as run:
+        # the simulated code's progress bars and warnings are not the job's: kept quiet
+        with (
+            fx_config.patch(meta_nonzero_assume_all_nonzero=True),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+            MetaRun() as run,
+        ):
+            warnings.simplefilter("ignore")
             yield run
     finally:
         F.scaled_dot_product_attention = real
