@@ -131,4 +131,4 @@ def find_fix(cfg: Config, stage: str, device: Device) -> str:
                 return f"model.device_map=auto over {n} GPUs (gpus={n})"
     if stage == "scan":
         return "a streaming scan (one block in memory at a time): not yet available"
-    return "none found: a device with more memory"
+    return "no setting found, use a device with more memory"
