@@ -40,6 +40,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, logging
 from layerprune import paths
 from layerprune.heal.lora import MLP_PROJECTIONS, attach_lora
 from layerprune.heal.train import checkpointing
+from layerprune.memory.measure import saved_for_backward
 
 ASSETS = ("smollm2-135m", "gemma3-270m", "qwen2.5-0.5b")
 LORA = dict(rank=64, alpha=128.0, dropout=0.05, targets=MLP_PROJECTIONS)
@@ -108,20 +109,10 @@ def build(config, recipe: str, folder: Path) -> torch.nn.Module:
 
 
 def saved_bytes(model: torch.nn.Module, ids: torch.Tensor, checkpoint: bool) -> int:
-    """Bytes one training forward of ``ids`` saves for backward (module doc)."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-    with checkpointing(model, checkpoint), hooks, torch.autocast("cpu", dtype=torch.bfloat16):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
+    """Bytes one training forward of ``ids`` saves for backward (module doc), under bf16
+    autocast as on CUDA, with or without checkpointing."""
+    with checkpointing(model, checkpoint), torch.autocast("cpu", dtype=torch.bfloat16):
+        return saved_for_backward(model, ids)
 
 
 def per_block(config, recipe: str, seq_len: int, checkpoint: bool) -> int:

@@ -392,28 +392,12 @@ def test_kd_job_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, monkey
 # -- healing that fits: checkpointing, the QLoRA reload, the 4-bit teacher, master copies --
 
 
-def saved_for_backward(model: torch.nn.Module, ids: torch.Tensor) -> int:
-    """Bytes of the tensors one training forward saves for backward (each storage once,
-    the weights not counted)."""
-    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t  # kept alive until backward: no two saved storages share an address
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
-
-
 def test_gradient_checkpointing_trains_the_same_weights_and_saves_less(tmp_path):
     """LoRA with dropout: the recomputed forward replays the RNG, so the weights after 4
     steps are those of the run without checkpointing; what forward keeps for backward is
     much smaller."""
     from layerprune.heal.train import checkpointing
+    from layerprune.memory.measure import saved_for_backward
 
     def run(on: bool):
         state = job(tmp_path / str(on))

@@ -131,3 +131,21 @@ def measure_job(cfg, out_dir) -> dict[str, int]:
             name = {"eval": "evaluate", "select": cfg.pruning_method.needs or "select"}
             peaks[name.get(stage.name, stage.name)] = mode.peak
     return peaks
+
+
+def saved_for_backward(model: torch.nn.Module, ids: torch.Tensor) -> int:
+    """Bytes of the tensors one training forward of ``ids`` (language-modelling loss) saves
+    for backward: each storage once, the weights not counted (saved-tensor hooks). What
+    gradient checkpointing and the activation terms of the memory model are about."""
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t  # kept alive until backward: no two saved storages share an address
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids)
+    return sum(seen.values())
