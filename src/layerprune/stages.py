@@ -183,6 +183,7 @@ class Speed:
     def run(self, job: JobState) -> None:
         if not self.settings.enabled or job.plan.is_empty:
             return
+        from layerprune.models.load import free_memory
         from layerprune.speed import speed_report
 
         unpruned = job.loader()
@@ -193,16 +194,4 @@ class Speed:
             files = [f for f in job.checkpoint.rglob("*") if f.is_file()]
             job.speed["pruned"]["checkpoint_bytes"] = sum(f.stat().st_size for f in files)
         del unpruned
-        _free_memory()
-
-
-def _free_memory() -> None:
-    """Return what freed models held: HF models hold reference cycles, and CUDA's caching
-    allocator keeps freed blocks until asked."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        free_memory()

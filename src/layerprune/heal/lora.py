@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from layerprune import atomic
 from layerprune.errors import LayerpruneError
 from layerprune.heal.train import FineTune
 from layerprune.models.adapter import BlockAdapter
+from layerprune.models.load import free_memory
 
 if TYPE_CHECKING:
     from layerprune.job import JobState
@@ -73,9 +73,7 @@ def release_pruned(job: JobState) -> None:
     """Drop the job's references to the pruned in-memory model and free it (module doc)."""
     job.lm.model = None
     job.model = None
-    gc.collect()  # HF models hold reference cycles
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_memory()
 
 
 def load_4bit(

@@ -219,3 +219,13 @@ def embeddings_tied(model: torch.nn.Module) -> bool:
         return False
     a, b = head.weight, embed.weight
     return a is b or (a.device.type != "meta" and a.data_ptr() == b.data_ptr())
+
+
+def free_memory() -> None:
+    """Give back what dropped models held: HF models hold reference cycles (collected here),
+    and CUDA's caching allocator keeps freed blocks until asked to return them."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
