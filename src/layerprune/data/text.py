@@ -29,9 +29,7 @@ def load_documents(source: str, split: str) -> list[str]:
         )
     from layerprune.assets.verify import content_identity
 
-    content_identity(
-        "text", paths.text_dir()
-    )  # a changed file: one warning (caches key by content)
+    content_identity("text", paths.text_dir())  # a changed file: one warning (keys by content)
     with open(path, encoding="utf-8") as f:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
