@@ -25,7 +25,7 @@ run: assets  ## the default experiment on the offline SmolLM2-135M
 test: assets  ## every test: fast, slow and real (assets); gpu tests skip without CUDA
 	$(BIN)/pytest -q
 
-test-fast: setup  ## the fast tier: tiny random models, no assets, under a minute
+test-fast: setup  ## the fast tier: tiny random models, no assets, about two minutes
 	$(BIN)/pytest -q -m "not real and not slow and not gpu"
 
 lint: setup

@@ -208,6 +208,7 @@ def test_preflight_lets_a_small_job_run_and_can_be_switched_off(monkeypatch):
     preflight(cfg)  # switched off: no error
 
 
+@pytest.mark.slow
 def test_a_fix_is_offered_that_fits(monkeypatch):
     """QLoRA at the paper's batch on Llama-2-7B without checkpointing does not fit one
     A100-40GB; the advice names a setting under which the memory model says it fits."""
@@ -245,6 +246,7 @@ def test_cli_prints_the_70b_rows_for_one_and_eight_gpus(capsys, monkeypatch):
     assert load.split()[1:3] == ["138.0", "17.2"] and "yes" in load
 
 
+@pytest.mark.slow
 def test_the_preflight_quick_bound_is_above_every_predicted_stage():
     """The preflight skips the exact model when ``upper_bound`` fits easily: it must be a
     bound."""
