@@ -17,32 +17,14 @@ import tempfile
 from pathlib import Path
 
 from tests.conftest import compose
+from tests.test_memory import SMALL, SPEED
 
 from layerprune import paths
 from layerprune.config import validate
 from layerprune.memory.measure import measure_job
 from layerprune.memory.predict import Target, predict
 
-SMALL = [
-    "calibration.num_sequences=4",
-    "calibration.seq_len=32",
-    "calibration.batch_size=2",
-    "benchmark=quick",
-    "benchmark.tasks=[]",
-    "benchmark.perplexity=[{source: wiki, split: evaluation, context_length: 32, stride: 32,"
-    " max_tokens: 128, batch_size: 2}]",
-    "healing=none",
-]
-SPEED = [
-    "speed=default",
-    "speed.prefill_batches=[2]",
-    "speed.prefill_length=16",
-    "speed.decode_batches=[2]",
-    "speed.prompt_length=4",
-    "speed.new_tokens=2",
-    "speed.min_run_time=0.001",
-    "speed.rounds=1",
-]
+BASE = [*SMALL, "healing=none"]  # the memory test's small job, without healing
 JOBS = {
     "finercut search": [
         "pruning_method=finercut",
@@ -60,7 +42,7 @@ def compare(model: str, overrides: list[str]) -> dict[str, tuple[int, int]]:
     """``{stage: (predicted, measured)}`` bytes of one job (fresh scan and search caches)."""
     tmp = Path(tempfile.mkdtemp(prefix="memory-model-"))
     paths.scan_cache_dir = lambda: tmp / "scans"
-    cfg = validate(compose([f"model={model}", *SMALL, *overrides]))
+    cfg = validate(compose([f"model={model}", *BASE, *overrides]))
     predicted = {p.stage: p.bytes for p in predict(cfg, Target("cpu"))}
     measured = measure_job(cfg, tmp / "job")
     return {s: (predicted[s], measured[s]) for s in predicted if s in measured}
