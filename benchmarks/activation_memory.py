@@ -48,24 +48,14 @@ FIT = ("smollm2-135m", "qwen2.5-0.5b", "llama-2-7b (shape)")  # Llama-style bloc
 PROJECTED = (("Llama-2-7B", 4096, 11008), ("Llama-3-8B / Mistral-7B", 4096, 14336))
 
 
-def tiny_config() -> LlamaConfig:
+def llama_shape(hidden: int, intermediate: int, heads: int, vocab: int) -> LlamaConfig:
+    """A Llama config of the given shape (no grouped-query attention)."""
     return LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        vocab_size=257,
-        max_position_embeddings=4096,
-    )
-
-
-def llama2_7b_config() -> LlamaConfig:
-    return LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=vocab,
         max_position_embeddings=4096,
     )
 
@@ -137,7 +127,7 @@ def per_token(totals: dict[int, int]) -> tuple[float, float]:
 
 
 def shapes(big: bool) -> dict[str, object]:
-    out = {"tiny-llama": tiny_config()}
+    out = {"tiny-llama": llama_shape(64, 128, 4, 257)}
     for name in ASSETS:
         folder = paths.models_dir() / name
         if (folder / "config.json").exists():
@@ -145,7 +135,7 @@ def shapes(big: bool) -> dict[str, object]:
         else:
             print(f"({name}: not in the asset cache, skipped)")
     if big:
-        out["llama-2-7b (shape)"] = llama2_7b_config()
+        out["llama-2-7b (shape)"] = llama_shape(4096, 11008, 32, 32000)
     return out
 
 
